@@ -1,0 +1,9 @@
+//! Who is calling: end users with the host application's JWT, backends with a service API key.
+
+mod extract;
+mod jwt;
+mod service_keys;
+
+pub use extract::{Caller, ServiceCaller, UserCaller};
+pub use jwt::{Claims, JwtVerifier, Role};
+pub use service_keys::ServiceKeys;

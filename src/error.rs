@@ -1,0 +1,131 @@
+//! The one error type at the HTTP boundary, rendered as RFC 9457 problem JSON.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Media type of every error body (RFC 9457 §3).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An error a client can act on: an HTTP status, a stable machine `code` and a human `detail`.
+///
+/// `Internal` is the only variant whose cause stays private: it is logged with its whole chain
+/// and answered with an opaque 500.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No credential, or one that does not verify.
+    #[error("Authentication required")]
+    Unauthenticated,
+    /// A valid caller that may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The resource does not exist, or belongs to somebody else (no existence oracle).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The request is malformed or names something we do not know.
+    #[error("{detail}")]
+    BadRequest { code: &'static str, detail: String },
+    /// The request conflicts with the current state of a resource.
+    #[error("{detail}")]
+    Conflict { code: &'static str, detail: String },
+    /// A dependency (provider, credentials) is not available.
+    #[error("{detail}")]
+    Unavailable { code: &'static str, detail: String },
+    /// The provider answered badly or not at all.
+    #[error("{detail}")]
+    BadGateway { code: &'static str, detail: String },
+    /// Anything else: logged, never shown.
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// A 400 with the given stable code.
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::BadRequest { code, detail: detail.into() }
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code clients switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "authentication_required",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::BadRequest { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::Unavailable { code, .. }
+            | Self::BadGateway { code, .. } => code,
+            Self::Internal(_) => "internal_error",
+        }
+    }
+}
+
+/// The RFC 9457 body.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: String,
+}
+
+impl Problem {
+    /// A problem for `status` with a stable `code` and human `detail`.
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("urn:oauth-manager:problem:{code}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code: code.to_owned(),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, Json(self)).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let detail = match &self {
+            Self::Internal(error) => {
+                // The chain may name tables or providers; it goes to the log only.
+                tracing::error!(error = format!("{error:#}"), "request failed");
+                "An internal error occurred; it has been logged.".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut response = Problem::new(status, self.code(), detail).into_response();
+        if matches!(self, Self::Unauthenticated) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// Result type of handlers.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,62 @@
+//! The HTTP surface: one module per resource, each with its own `router()`.
+
+mod client_info;
+mod health;
+mod integrations;
+mod problems;
+mod views;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
+use axum::http::{Request, StatusCode};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use client_info::RequestClient;
+
+use crate::state::AppState;
+
+/// The whole application: operational endpoints and `/api/v1/oauth`, with the middleware stack.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new().merge(integrations::router());
+    let request_timeout = Duration::from_secs(state.config.http.request_timeout_seconds);
+    let body_limit = state.config.http.body_limit_bytes;
+
+    let middleware = ServiceBuilder::new()
+        .layer(SetSensitiveHeadersLayer::new([AUTHORIZATION, COOKIE, SET_COOKIE]))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let matched_path = request
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map(|path| path.as_str().to_owned())
+                .unwrap_or_default();
+            let request_id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            // The URI's query is left out on purpose: callbacks carry codes and states.
+            tracing::info_span!("request", method = %request.method(), path = %matched_path, request_id)
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(axum::middleware::map_response(problems::problem_for_bare_errors))
+        .layer(CatchPanicLayer::custom(problems::panic_response))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout));
+
+    Router::new()
+        .merge(health::router())
+        .nest("/api/v1/oauth", api)
+        .fallback(problems::no_route)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware)
+        .with_state(state)
+}

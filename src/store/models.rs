@@ -1,0 +1,349 @@
+//! The rows oauth-manager reads and writes, in the shape the rest of the code uses.
+//!
+//! Timestamps are UTC `NaiveDateTime`s because the existing schema uses `TIMESTAMP` without a
+//! time zone. Token and verifier fields hold ciphertext only (see `crypto`).
+
+use chrono::NaiveDateTime;
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+
+/// `oauth_integrations.status`, one of the four values its CHECK constraint allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntegrationStatus {
+    Pending,
+    Active,
+    Revoked,
+    /// Needs re-authorisation (or is otherwise broken): see `error_message`.
+    Error,
+}
+
+impl IntegrationStatus {
+    /// The column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::Revoked => "revoked",
+            Self::Error => "error",
+        }
+    }
+
+    /// Parses a column value; anything unknown is treated as `Error` rather than failing a read.
+    pub fn parse(value: &str) -> Self {
+        match value {
+            "pending" => Self::Pending,
+            "active" => Self::Active,
+            "revoked" => Self::Revoked,
+            _ => Self::Error,
+        }
+    }
+}
+
+/// `oauth_audit_log.action`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditAction {
+    Connect,
+    Disconnect,
+    Refresh,
+    Revoke,
+    ApiCall,
+    Error,
+}
+
+impl AuditAction {
+    /// The column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Disconnect => "disconnect",
+            Self::Refresh => "refresh",
+            Self::Revoke => "revoke",
+            Self::ApiCall => "api_call",
+            Self::Error => "error",
+        }
+    }
+
+    /// Parses an API or column value.
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "connect" => Self::Connect,
+            "disconnect" => Self::Disconnect,
+            "refresh" => Self::Refresh,
+            "revoke" => Self::Revoke,
+            "api_call" => Self::ApiCall,
+            "error" => Self::Error,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a request came from, recorded in consents and audit rows.
+#[derive(Clone, Debug, Default)]
+pub struct ClientInfo {
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// An integration with the token facts the API shows (never the token itself).
+#[derive(Clone, Debug)]
+pub struct Integration {
+    pub id: i32,
+    pub user_id: i32,
+    pub provider: String,
+    pub provider_user_id: Option<String>,
+    pub status: IntegrationStatus,
+    pub scopes: Vec<String>,
+    pub provider_metadata: Option<Value>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub last_sync_at: Option<NaiveDateTime>,
+    pub error_message: Option<String>,
+    pub error_count: i32,
+    /// `oauth_tokens.expires_at`, when a token row exists.
+    pub token_expires_at: Option<NaiveDateTime>,
+    /// Whether a refresh token is stored.
+    pub has_refresh_token: bool,
+}
+
+/// Which integrations a listing returns.
+#[derive(Clone, Debug, Default)]
+pub struct IntegrationFilter {
+    pub provider: Option<String>,
+    /// Only `pending` and `active` ones.
+    pub active_only: bool,
+}
+
+/// The token row of an integration, joined with the owner facts needed to decrypt and authorise.
+#[derive(Clone, Debug)]
+pub struct StoredToken {
+    pub integration_id: i32,
+    pub user_id: i32,
+    pub provider: String,
+    pub status: IntegrationStatus,
+    /// Ciphertext.
+    pub access_token: String,
+    /// Ciphertext.
+    pub refresh_token: Option<String>,
+    pub token_type: String,
+    pub expires_at: NaiveDateTime,
+    pub scope: Option<String>,
+}
+
+/// A new authorization state (`oauth_state`).
+#[derive(Clone, Debug)]
+pub struct NewState {
+    /// SHA-256 hex of the state value: the value itself is never stored.
+    pub state_hash: String,
+    pub user_id: i32,
+    pub provider: String,
+    pub scopes: Vec<String>,
+    pub redirect_uri: String,
+    /// Ciphertext of the PKCE verifier, when the provider uses PKCE.
+    pub code_verifier: Option<String>,
+    pub code_challenge: Option<String>,
+    pub metadata: Value,
+    pub created_at: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
+}
+
+/// A stored authorization state.
+#[derive(Clone, Debug)]
+pub struct StateRecord {
+    pub id: i32,
+    pub state_hash: String,
+    pub user_id: i32,
+    pub provider: String,
+    pub scopes: Vec<String>,
+    pub redirect_uri: Option<String>,
+    pub code_verifier: Option<String>,
+    pub metadata: Value,
+    pub expires_at: NaiveDateTime,
+    pub is_used: bool,
+}
+
+/// Everything a successful callback writes, in one transaction.
+#[derive(Clone, Debug)]
+pub struct ConnectRecord {
+    pub user_id: i32,
+    pub provider: String,
+    pub provider_user_id: Option<String>,
+    /// The scopes the user actually granted.
+    pub scopes: Vec<String>,
+    pub metadata: Value,
+    pub access_token: String,
+    /// `None` keeps a refresh token stored by an earlier connection (Google sends one only once).
+    pub refresh_token: Option<String>,
+    pub token_type: String,
+    pub expires_at: NaiveDateTime,
+    pub scope: Option<String>,
+    pub client: ClientInfo,
+    pub consent_version: String,
+    pub duration_ms: i32,
+    pub now: NaiveDateTime,
+}
+
+/// New tokens from a refresh.
+#[derive(Clone, Debug)]
+pub struct RefreshedTokens {
+    pub access_token: String,
+    /// `None` keeps the stored refresh token (providers that do not rotate).
+    pub refresh_token: Option<String>,
+    pub token_type: String,
+    pub expires_at: NaiveDateTime,
+    pub scope: Option<String>,
+    /// Granted scopes when the provider reported them.
+    pub scopes: Option<Vec<String>>,
+}
+
+/// A refresh that did not work.
+#[derive(Clone, Debug)]
+pub struct RefreshFailure {
+    /// The grant is dead (`invalid_grant` and friends): the integration needs re-authorisation.
+    pub needs_reauth: bool,
+    /// Safe to show: never contains a token.
+    pub message: String,
+}
+
+/// What the refresh callback decided, applied by the store in the locked transaction.
+#[derive(Clone, Debug)]
+pub enum RefreshStep {
+    /// Another caller refreshed meanwhile, or the token is fresh enough: nothing to write.
+    AlreadyFresh,
+    Refreshed(RefreshedTokens),
+    Failed(RefreshFailure),
+}
+
+/// Facts the store records with a refresh.
+#[derive(Clone, Debug)]
+pub struct RefreshAudit {
+    pub client: ClientInfo,
+    pub duration_ms: i32,
+    pub reason: &'static str,
+}
+
+/// The work done while holding an integration's refresh lock: given the current token, decide.
+pub type RefreshFn = Box<dyn FnOnce(StoredToken) -> BoxFuture<'static, RefreshStep> + Send>;
+
+/// The outcome of a revocation at the provider, recorded in the audit log.
+#[derive(Clone, Debug)]
+pub enum ProviderRevocation {
+    Revoked,
+    NotSupported,
+    Failed(String),
+    /// No token was stored, so there was nothing to revoke.
+    NothingToRevoke,
+}
+
+/// Everything a disconnect writes.
+#[derive(Clone, Debug)]
+pub struct RevokeRecord {
+    pub reason: String,
+    pub provider_revocation: ProviderRevocation,
+    pub client: ClientInfo,
+    pub duration_ms: i32,
+    pub now: NaiveDateTime,
+}
+
+/// One audit row to write.
+#[derive(Clone, Debug)]
+pub struct AuditEntry {
+    pub integration_id: Option<i32>,
+    pub user_id: i32,
+    pub action: AuditAction,
+    pub provider: String,
+    pub scopes: Option<Vec<String>>,
+    pub client: ClientInfo,
+    pub success: bool,
+    pub error_message: Option<String>,
+    pub duration_ms: Option<i32>,
+    pub metadata: Option<Value>,
+    pub details: Option<Value>,
+    pub created_at: NaiveDateTime,
+}
+
+/// An audit row as read back.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AuditEvent {
+    pub id: i32,
+    pub integration_id: Option<i32>,
+    pub user_id: i32,
+    pub action: String,
+    pub provider: String,
+    pub scopes: Option<Vec<String>>,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+    pub success: bool,
+    pub error_message: Option<String>,
+    pub duration_ms: Option<i32>,
+    pub action_metadata: Option<Value>,
+    pub details: Option<Value>,
+    pub status: String,
+    pub created_at: NaiveDateTime,
+}
+
+/// Filters of the audit listing; `before_id` is the cursor (newest first).
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    /// `None` only for administrators listing everyone's events.
+    pub user_id: Option<i32>,
+    pub integration_id: Option<i32>,
+    pub action: Option<AuditAction>,
+    pub since: Option<NaiveDateTime>,
+    pub until: Option<NaiveDateTime>,
+    pub before_id: Option<i32>,
+    pub limit: i64,
+}
+
+/// A consent row with its integration's provider.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Consent {
+    pub id: i32,
+    pub integration_id: i32,
+    pub provider: String,
+    pub scopes: Vec<String>,
+    pub granted_at: NaiveDateTime,
+    pub expires_at: Option<NaiveDateTime>,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+    pub consent_version: String,
+    pub is_revoked: bool,
+    pub revoked_at: Option<NaiveDateTime>,
+    pub revoked_reason: Option<String>,
+}
+
+/// Counts behind `GET /status`.
+#[derive(Clone, Debug, Default)]
+pub struct StatusCounts {
+    /// `(provider, status, count)`.
+    pub integrations: Vec<(String, String, i64)>,
+    pub total_consents: i64,
+    pub revoked_consents: i64,
+}
+
+/// Token hand-outs of one integration within one minute, written by the usage flusher.
+#[derive(Clone, Debug)]
+pub struct UsageDelta {
+    pub integration_id: i32,
+    pub user_id: i32,
+    pub provider: String,
+    pub minute: NaiveDateTime,
+    pub count: u64,
+    pub first_at: NaiveDateTime,
+    pub last_at: NaiveDateTime,
+}
+
+/// One entry of a provider's scope catalogue (`oauth_scopes`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ScopeEntry {
+    pub name: String,
+    pub display_name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub category: String,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub dangerous: bool,
+}
