@@ -107,6 +107,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_token(&self, integration_id: i32) -> StoreResult<Option<StoredToken>>;
     /// The token of a user's integration with a provider.
     async fn find_token_by_owner(&self, user_id: i32, provider: &str) -> StoreResult<Option<StoredToken>>;
+    /// `usage_count` and `last_used_at` of an integration's token.
+    async fn token_usage(&self, integration_id: i32) -> StoreResult<Option<(i32, Option<NaiveDateTime>)>>;
     /// Runs `decide` while holding the integration's refresh lock (across processes on
     /// PostgreSQL), then applies its decision and the audit row in the same transaction, so a
     /// rotated refresh token is stored with the refresh that produced it.

@@ -491,6 +491,16 @@ impl Store for SqliteStore {
         Ok(row.as_ref().map(stored_token).transpose()?)
     }
 
+    async fn token_usage(&self, integration_id: i32) -> StoreResult<Option<(i32, Option<NaiveDateTime>)>> {
+        Ok(sqlx::query_as(
+            "SELECT COALESCE(usage_count, 0), last_used_at FROM oauth_tokens WHERE integration_id = $1
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(integration_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     async fn refresh_locked(
         &self,
         integration_id: i32,

@@ -1,1 +1,8 @@
-fn main() {}
+//! Integration tests: the real router over loopback HTTP, real PostgreSQL and SQLite, real crypto.
+
+mod auth;
+mod plumbing;
+mod schema;
+mod store;
+mod store_fixtures;
+mod support;

@@ -16,16 +16,11 @@ pub const REDIRECT_URI: &str = "http://127.0.0.1:9/api/v1/oauth/callback";
 
 /// A client that, like the service's, never follows redirects.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap()
+    reqwest::Client::builder().redirect(Policy::none()).build().unwrap()
 }
 
 pub async fn start(flavor: Flavor) -> RunningEmulator {
-    provider_emulators::spawn(EmulatorConfig::new(flavor, CLIENT_ID, CLIENT_SECRET))
-        .await
-        .unwrap()
+    provider_emulators::spawn(EmulatorConfig::new(flavor, CLIENT_ID, CLIENT_SECRET)).await.unwrap()
 }
 
 /// A PKCE pair: (verifier, S256 challenge).
@@ -37,12 +32,7 @@ pub fn pkce() -> (String, String) {
 
 /// Posts the consent form with `params` and returns the redirect's parsed Location.
 pub async fn consent(emulator: &RunningEmulator, params: &[(&str, &str)]) -> Url {
-    let response = client()
-        .post(emulator.endpoints().authorization_url)
-        .form(params)
-        .send()
-        .await
-        .unwrap();
+    let response = client().post(emulator.endpoints().authorization_url).form(params).send().await.unwrap();
     assert_eq!(response.status(), 303, "consent must redirect");
     let location = response.headers()["location"].to_str().unwrap();
     Url::parse(location).unwrap()
@@ -50,9 +40,7 @@ pub async fn consent(emulator: &RunningEmulator, params: &[(&str, &str)]) -> Url
 
 /// The value of `name` in `url`'s query.
 pub fn query_param(url: &Url, name: &str) -> Option<String> {
-    url.query_pairs()
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.into_owned())
+    url.query_pairs().find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
 }
 
 /// Posts a form to the token endpoint with client_secret_post.
@@ -60,30 +48,15 @@ pub async fn token_request(emulator: &RunningEmulator, params: &[(&str, &str)]) 
     let mut form = params.to_vec();
     form.push(("client_id", CLIENT_ID));
     form.push(("client_secret", CLIENT_SECRET));
-    let response = client()
-        .post(emulator.endpoints().token_url)
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let response = client().post(emulator.endpoints().token_url).form(&form).send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap())
 }
 
 /// Verifies an ID token against the emulator's JWKS, checking `iss`, `aud` and `exp`.
-pub async fn verify_id_token(
-    emulator: &RunningEmulator,
-    id_token: &str,
-) -> jsonwebtoken::errors::Result<Value> {
+pub async fn verify_id_token(emulator: &RunningEmulator, id_token: &str) -> jsonwebtoken::errors::Result<Value> {
     let endpoints = emulator.endpoints();
-    let jwks: JwkSet = client()
-        .get(endpoints.jwks_uri.unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: JwkSet = client().get(endpoints.jwks_uri.unwrap()).send().await.unwrap().json().await.unwrap();
     let kid = jsonwebtoken::decode_header(id_token)?.kid.expect("kid header");
     let jwk = jwks.find(&kid).expect("kid published in the JWKS");
     let key = DecodingKey::from_jwk(jwk)?;

@@ -1,0 +1,258 @@
+//! The handle a test holds on a running emulator: counters to assert on and switches to break it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use chrono::Utc;
+
+use crate::common::bearer_token;
+use crate::config::{EmulatorConfig, Endpoints, Flavor};
+use crate::keys::{KeyRing, SigningKey};
+use crate::store::{Grant, Store};
+
+/// A snapshot of what an emulator has served.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Counters {
+    /// Authorization codes issued (approved consents).
+    pub authorizations: u64,
+    /// Successful authorization-code exchanges.
+    pub code_exchanges: u64,
+    /// Successful refresh-token grants.
+    pub refreshes: u64,
+    /// Token-endpoint requests answered with an error (including injected faults).
+    pub failed_token_requests: u64,
+    /// Successful revocations.
+    pub revocations: u64,
+    /// Calls to the identity endpoints (userinfo, Graph `/me`, Notion `/users/me`, YouTube channels).
+    pub userinfo_calls: u64,
+}
+
+/// A failure injected into the token, revocation and identity endpoints.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Behave normally.
+    None,
+    /// Sleep this long, then answer normally.
+    Slow(Duration),
+    /// Answer 503 with a JSON error body.
+    ServerError,
+    /// Answer 200 with an HTML body, as a captive portal or a broken proxy would.
+    Garbage,
+}
+
+/// A defect injected into the ID tokens issued from now on.
+#[derive(Clone, Copy, Debug)]
+pub enum IdTokenFault {
+    /// Issue correct ID tokens.
+    None,
+    /// Sign with a key that is not in the JWKS, under the current `kid`.
+    WrongKey,
+    /// `exp` an hour in the past.
+    Expired,
+    /// `aud` is another client.
+    WrongAudience,
+    /// `iss` is another issuer.
+    WrongIssuer,
+    /// `nonce` differs from the one sent at authorization.
+    WrongNonce,
+}
+
+/// Shared, cloneable handle to one emulator's state: counters and fault switches.
+#[derive(Clone)]
+pub struct EmulatorHandle {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: EmulatorConfig,
+    base_url: String,
+    counters: AtomicCounters,
+    store: Mutex<Store>,
+    controls: Mutex<Controls>,
+    keys: Mutex<KeyRing>,
+    // Generated on first use: most emulators never need a key outside their JWKS.
+    stray_key: OnceLock<SigningKey>,
+}
+
+#[derive(Default)]
+struct AtomicCounters {
+    authorizations: AtomicU64,
+    code_exchanges: AtomicU64,
+    refreshes: AtomicU64,
+    failed_token_requests: AtomicU64,
+    revocations: AtomicU64,
+    userinfo_calls: AtomicU64,
+}
+
+/// The switches a test flips; read by handlers on every request.
+struct Controls {
+    fault: Fault,
+    id_token_fault: IdTokenFault,
+    refresh_error: Option<String>,
+}
+
+/// One of the counters, named for the handlers that bump them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Counter {
+    Authorization,
+    CodeExchange,
+    Refresh,
+    FailedTokenRequest,
+    Revocation,
+    UserinfoCall,
+}
+
+impl EmulatorHandle {
+    pub(crate) fn new(config: EmulatorConfig, base_url: &str) -> Self {
+        let shared = Shared {
+            config,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            counters: AtomicCounters::default(),
+            store: Mutex::new(Store::default()),
+            controls: Mutex::new(Controls {
+                fault: Fault::None,
+                id_token_fault: IdTokenFault::None,
+                refresh_error: None,
+            }),
+            keys: Mutex::new(KeyRing::new(SigningKey::generate())),
+            stray_key: OnceLock::new(),
+        };
+        Self { shared: Arc::new(shared) }
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> Counters {
+        let c = &self.shared.counters;
+        Counters {
+            authorizations: c.authorizations.load(Ordering::SeqCst),
+            code_exchanges: c.code_exchanges.load(Ordering::SeqCst),
+            refreshes: c.refreshes.load(Ordering::SeqCst),
+            failed_token_requests: c.failed_token_requests.load(Ordering::SeqCst),
+            revocations: c.revocations.load(Ordering::SeqCst),
+            userinfo_calls: c.userinfo_calls.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Inject a fault into the token, revocation and identity endpoints (`Fault::None` heals).
+    pub fn set_fault(&self, fault: Fault) {
+        self.controls().fault = fault;
+    }
+
+    /// Make the ID tokens issued from now on defective (`IdTokenFault::None` heals).
+    pub fn set_id_token_fault(&self, fault: IdTokenFault) {
+        self.controls().id_token_fault = fault;
+    }
+
+    /// Expire every access token issued so far: identity endpoints answer 401 for them.
+    pub fn expire_access_tokens(&self) {
+        self.store().expire_access_tokens(Utc::now());
+    }
+
+    /// Revoke every grant, as a user removing the app's access would: refreshes then fail
+    /// with `invalid_grant` and the grants' access tokens stop working.
+    pub fn revoke_all_grants(&self) {
+        self.store().revoke_all_grants();
+    }
+
+    /// Make refresh grants answer this OAuth error (e.g. `interaction_required`); `None` heals.
+    pub fn set_refresh_error(&self, error: Option<String>) {
+        self.controls().refresh_error = error;
+    }
+
+    /// Start signing with a new key under a new `kid`; the JWKS keeps serving the old one too.
+    pub fn rotate_signing_key(&self) {
+        // Generate outside the lock: RSA key generation takes a noticeable moment.
+        let key = SigningKey::generate();
+        self.keys().rotate(key);
+    }
+
+    /// Whether `token` is an access token the identity endpoints would accept now.
+    pub fn is_access_token_live(&self, token: &str) -> bool {
+        self.store().live_access_token(token, Utc::now()).is_some()
+    }
+
+    /// Whether `token` is a refresh token the token endpoint would accept now.
+    pub fn is_refresh_token_live(&self, token: &str) -> bool {
+        self.store().live_refresh_token(token).is_some()
+    }
+
+    /// The emulator's public base URL (no trailing slash).
+    pub fn base_url(&self) -> &str {
+        &self.shared.base_url
+    }
+
+    /// The emulator's configuration.
+    pub fn config(&self) -> &EmulatorConfig {
+        &self.shared.config
+    }
+
+    /// The absolute URLs of this emulator's endpoints.
+    pub fn endpoints(&self) -> Endpoints {
+        self.shared.config.endpoints(&self.shared.base_url)
+    }
+
+    /// The ID-token issuer, also sent as `iss` in authorization responses (RFC 9207).
+    pub(crate) fn issuer(&self) -> Option<String> {
+        self.endpoints().issuer
+    }
+
+    /// The grant behind the request's `Authorization: Bearer` access token, if it is live.
+    pub(crate) fn bearer_grant(&self, headers: &HeaderMap) -> Option<Grant> {
+        let token = bearer_token(headers)?;
+        let store = self.store();
+        let grant = store.live_access_token(&token, Utc::now())?;
+        Some(store.grant(grant).clone())
+    }
+
+    pub(crate) fn flavor(&self) -> Flavor {
+        self.shared.config.flavor
+    }
+
+    pub(crate) fn count(&self, counter: Counter) {
+        let c = &self.shared.counters;
+        let atomic = match counter {
+            Counter::Authorization => &c.authorizations,
+            Counter::CodeExchange => &c.code_exchanges,
+            Counter::Refresh => &c.refreshes,
+            Counter::FailedTokenRequest => &c.failed_token_requests,
+            Counter::Revocation => &c.revocations,
+            Counter::UserinfoCall => &c.userinfo_calls,
+        };
+        atomic.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn fault(&self) -> Fault {
+        self.controls().fault.clone()
+    }
+
+    pub(crate) fn id_token_fault(&self) -> IdTokenFault {
+        self.controls().id_token_fault
+    }
+
+    pub(crate) fn refresh_error(&self) -> Option<String> {
+        self.controls().refresh_error.clone()
+    }
+
+    pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
+        lock(&self.shared.store)
+    }
+
+    pub(crate) fn keys(&self) -> MutexGuard<'_, KeyRing> {
+        lock(&self.shared.keys)
+    }
+
+    pub(crate) fn stray_key(&self) -> &SigningKey {
+        self.shared.stray_key.get_or_init(SigningKey::generate)
+    }
+
+    fn controls(&self) -> MutexGuard<'_, Controls> {
+        lock(&self.shared.controls)
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: a panicking handler must not wedge the emulator.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

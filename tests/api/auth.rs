@@ -1,0 +1,95 @@
+//! Who may call: the host application's JWT, its cookie, and what is refused.
+
+use serde_json::json;
+
+use crate::support::{Backend, JWT_SECRET, SERVICE_KEY, TestApp, expect_problem, sign};
+
+fn claims(user_id: i32, token_type: &str, exp_offset: i64) -> serde_json::Value {
+    json!({"user_id": user_id, "type": token_type, "sub": "u@example.com", "exp": chrono::Utc::now().timestamp() + exp_offset})
+}
+
+#[tokio::test]
+async fn no_credential_is_401_problem_json() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let response = app.get("/api/v1/oauth/integrations", None).await;
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    let body = expect_problem(response, 401, "authentication_required").await;
+    assert_eq!(body["detail"], "Authentication required");
+}
+
+#[tokio::test]
+async fn a_valid_jwt_lists_the_callers_empty_integrations() {
+    let app = TestApp::start(Backend::Postgres).await;
+    let user = app.user("u@example.com").await;
+    let response = app.get("/api/v1/oauth/integrations", Some(&user.token)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<serde_json::Value>().await.unwrap(), json!([]));
+}
+
+#[tokio::test]
+async fn the_access_token_cookie_is_accepted() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let user = app.user("u@example.com").await;
+    let response = app
+        .client
+        .get(app.url("/api/v1/oauth/integrations"))
+        .header("cookie", format!("theme=dark; access_token={}", user.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn bad_tokens_are_all_401() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let user = app.user("u@example.com").await;
+    let expired = sign(&claims(user.id, "access", -120), JWT_SECRET);
+    let wrong_signature = sign(&claims(user.id, "access", 3600), "another-secret-entirely");
+    let refresh_type = sign(&claims(user.id, "refresh", 3600), JWT_SECRET);
+    let no_user = sign(&json!({"type": "access", "exp": chrono::Utc::now().timestamp() + 60}), JWT_SECRET);
+    // alg "none": header {"alg":"none","typ":"JWT"}, no signature.
+    let unsigned = {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = engine.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let payload = engine.encode(claims(user.id, "access", 3600).to_string());
+        format!("{header}.{payload}.")
+    };
+    for (name, token) in [
+        ("expired", expired),
+        ("wrongly signed", wrong_signature),
+        ("type refresh", refresh_type),
+        ("no user_id", no_user),
+        ("alg none", unsigned),
+        ("garbage", "not-a-jwt".to_owned()),
+        ("a service key", SERVICE_KEY.to_owned()),
+    ] {
+        let response = app.get("/api/v1/oauth/integrations", Some(&token)).await;
+        assert_eq!(response.status(), 401, "{name}");
+        expect_problem(response, 401, "authentication_required").await;
+    }
+}
+
+#[tokio::test]
+async fn another_users_integration_is_404_and_admins_see_it() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let owner = app.user("owner@example.com").await;
+    let stranger = app.user("stranger@example.com").await;
+    let admin = app.admin("admin@example.com").await;
+    let record = crate::store_fixtures::connect_record(owner.id, "google");
+    let integration = app.state.store.complete_connect(&record).await.unwrap();
+    let path = format!("/api/v1/oauth/integrations/{}", integration.id);
+
+    expect_problem(app.get(&path, Some(&stranger.token)).await, 404, "not_found").await;
+    expect_problem(app.get("/api/v1/oauth/integrations/999999", Some(&stranger.token)).await, 404, "not_found").await;
+    assert_eq!(app.get(&path, Some(&owner.token)).await.status(), 200);
+    assert_eq!(app.get(&path, Some(&admin.token)).await.status(), 200);
+
+    let listing = format!("/api/v1/oauth/integrations?user_id={}", owner.id);
+    expect_problem(app.get(&listing, Some(&stranger.token)).await, 403, "forbidden").await;
+    let listed: serde_json::Value = app.get(&listing, Some(&admin.token)).await.json().await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let shown = serde_json::to_string(&listed).unwrap();
+    assert!(!shown.contains("ciphertext"), "no token material in listings");
+}

@@ -1,0 +1,49 @@
+//! Health, readiness, request ids and problem JSON for errors made outside our handlers.
+
+use crate::support::{Backend, TestApp, expect_problem};
+
+#[tokio::test]
+async fn healthz_and_readyz_answer() {
+    let app = TestApp::start(Backend::Postgres).await;
+    assert_eq!(app.get("/healthz", None).await.status(), 200);
+    let ready = app.get("/readyz", None).await;
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["database"], "ok");
+    assert_eq!(body["primary_key_id"], "k1");
+}
+
+#[tokio::test]
+async fn request_ids_are_set_and_propagated() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let generated = app.get("/healthz", None).await;
+    assert!(!generated.headers()["x-request-id"].is_empty());
+    let given = app.client.get(app.url("/healthz")).header("x-request-id", "trace-me-42").send().await.unwrap();
+    assert_eq!(given.headers()["x-request-id"], "trace-me-42");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problem_json() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    expect_problem(app.get("/api/v1/oauth/nope", None).await, 404, "not_found").await;
+    let response = app.client.delete(app.url("/healthz")).send().await.unwrap();
+    expect_problem(response, 405, "method_not_allowed").await;
+}
+
+#[tokio::test]
+async fn a_malformed_path_parameter_is_a_400_problem() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let user = app.user("u@example.com").await;
+    let response = app.get("/api/v1/oauth/integrations/not-a-number", Some(&user.token)).await;
+    expect_problem(response, 400, "invalid_request").await;
+    let response = app.get("/api/v1/oauth/integrations?active_only=maybe", Some(&user.token)).await;
+    expect_problem(response, 400, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn a_user_missing_from_the_users_table_gets_an_empty_list_not_a_500() {
+    let app = TestApp::start(Backend::Postgres).await;
+    let ghost = crate::support::user_token(777, "ghost@example.com", &[]);
+    let response = app.get("/api/v1/oauth/integrations", Some(&ghost)).await;
+    assert_eq!(response.status(), 200);
+}
