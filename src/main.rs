@@ -21,8 +21,69 @@ enum Command {
     Serve,
     /// Create missing tables and exit (changes nothing on an up-to-date database).
     Migrate,
+    /// Print shell `export`s for trying the API locally: a JWT for the demo user (created if
+    /// missing) and the development service key. Only with the embedded SQLite setup.
+    DemoCredentials,
     /// Validate the configuration and the provider file, print a summary without secrets, and exit.
     CheckConfig,
+}
+
+async fn serve(config: Config, providers: Providers) -> anyhow::Result<()> {
+    startup::announce(&config);
+    let (providers, sandbox) = if startup::sandbox_enabled(&config, &providers) {
+        let operator = match &config.providers_file {
+            Some(path) => Some(std::fs::read_to_string(path)?),
+            None => None,
+        };
+        let (providers, router) = startup::sandbox(&config, operator.as_deref())?;
+        tracing::warn!(
+            "SANDBOX MODE: google, youtube, microsoft and notion are served by local emulators under {}{}; \
+             nothing here talks to the real providers. For trying and testing only (OAUTH_SANDBOX=off disables it).",
+            config.public_base_url.as_str().trim_end_matches('/'),
+            startup::SANDBOX_PREFIX
+        );
+        (providers, Some(router))
+    } else {
+        (providers, None)
+    };
+    let state = startup::build_state(config, providers).await?;
+    startup::serve(state, sandbox).await
+}
+
+async fn demo_credentials(config: Config, providers: Providers) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    anyhow::ensure!(
+        config.database_kind == oauth_manager::config::DatabaseKind::Sqlite,
+        "demo-credentials is for the embedded SQLite setup only"
+    );
+    let dev_secrets: toml::Table =
+        toml::from_str(&std::fs::read_to_string(config.data_dir.join("dev-secrets.toml")).unwrap_or_default())?;
+    let jwt_secret = config.jwt_secret.expose_secret().to_owned();
+    let state = startup::build_state(config, providers).await?;
+    let email = "demo@example.com";
+    let user_id = match state.store.find_user(email).await? {
+        Some(id) => id,
+        None => state.store.create_user(email).await?,
+    };
+    let claims = oauth_manager::auth::Claims {
+        user_id,
+        token_type: "access".into(),
+        sub: email.into(),
+        exp: (chrono::Utc::now().timestamp() + 24 * 3600) as u64,
+        roles: vec![],
+    };
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(jwt_secret.as_bytes()),
+    )?;
+    println!("export OAM_USER_ID={user_id}");
+    println!("export OAM_USER_TOKEN={token}");
+    match dev_secrets.get("OAUTH_SERVICE_API_KEYS").and_then(toml::Value::as_str) {
+        Some(key) => println!("export OAM_SERVICE_KEY={key}"),
+        None => eprintln!("# OAUTH_SERVICE_API_KEYS is set in the environment: use one of its keys as OAM_SERVICE_KEY"),
+    }
+    Ok(())
 }
 
 fn env_lookup(name: &str) -> Option<String> {
@@ -64,14 +125,8 @@ async fn main() -> ExitCode {
             }
             .await
         }
-        Command::Serve => {
-            async {
-                startup::announce(&config);
-                let state = startup::build_state(config, providers).await?;
-                startup::serve(state).await
-            }
-            .await
-        }
+        Command::Serve => serve(config, providers).await,
+        Command::DemoCredentials => demo_credentials(config, providers).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

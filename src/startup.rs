@@ -38,6 +38,9 @@ pub async fn build_state(config: Config, providers: Providers) -> anyhow::Result
         providers: Arc::new(providers),
         http,
         config: Arc::new(config),
+        jwks: Arc::default(),
+        refresh_locks: Arc::default(),
+        usage: Arc::default(),
     })
 }
 
@@ -56,18 +59,92 @@ pub fn announce(config: &Config) {
     }
 }
 
-/// Serves `state` on the configured address until SIGINT or SIGTERM.
-pub async fn serve(state: AppState) -> anyhow::Result<()> {
+/// Serves `state` on the configured address until SIGINT or SIGTERM, with the background tasks;
+/// on shutdown, requests in flight finish and pending usage counts are written.
+pub async fn serve(state: AppState, sandbox: Option<axum::Router>) -> anyhow::Result<()> {
     let address = SocketAddr::new(state.config.host, state.config.port);
     let listener = TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
     tracing::info!(%address, "oauth-manager listening");
-    let app = crate::http::router(state);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let tasks = spawn_background(&state, stopped);
+    let mut app = crate::http::router(state);
+    if let Some(sandbox) = sandbox {
+        app = app.nest(SANDBOX_PREFIX, sandbox);
+    }
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .context("serving HTTP")?;
+        .context("serving HTTP");
+    let _ = stop.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
     tracing::info!("shut down");
-    Ok(())
+    served
+}
+
+/// Where the sandbox's provider emulators are served.
+pub const SANDBOX_PREFIX: &str = "/_sandbox";
+
+/// The usage flusher, the proactive refresher and the purge of expired states.
+pub fn spawn_background(
+    state: &AppState,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let flusher =
+        tokio::spawn(crate::oauth::usage::run_flusher(state.usage.clone(), state.store.clone(), stopped.clone()));
+    let refresher = tokio::spawn(crate::oauth::refresher::run(state.clone(), stopped.clone()));
+    let purge = tokio::spawn(purge_expired_states(state.clone(), stopped));
+    vec![flusher, refresher, purge]
+}
+
+async fn purge_expired_states(state: AppState, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    // Expired states are useless; keep a day of them for investigations.
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {},
+            _ = stopped.changed() => return,
+        }
+        let cutoff = chrono::Utc::now().naive_utc() - chrono::Duration::days(1);
+        match state.store.delete_expired_states(cutoff).await {
+            Ok(deleted) if deleted > 0 => tracing::info!(deleted, "purged expired authorization states"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(error = %error, "could not purge expired states"),
+        }
+    }
+}
+
+/// Whether the sandbox runs: `on`, or `auto` with the SQLite default and no provider credentials.
+pub fn sandbox_enabled(config: &Config, providers: &Providers) -> bool {
+    match config.sandbox {
+        crate::config::SandboxMode::On => true,
+        crate::config::SandboxMode::Off => false,
+        crate::config::SandboxMode::Auto => {
+            config.database_kind == DatabaseKind::Sqlite && providers.iter().all(|p| p.credentials.is_none())
+        }
+    }
+}
+
+/// Points the built-in providers at emulators nested under `SANDBOX_PREFIX`; returns their router.
+pub fn sandbox(config: &Config, operator_toml: Option<&str>) -> anyhow::Result<(Providers, axum::Router)> {
+    use provider_emulators::Flavor;
+    let base = format!("{}{SANDBOX_PREFIX}", config.public_base_url.as_str().trim_end_matches('/'));
+    let mut router = axum::Router::new();
+    let mut bases = Vec::new();
+    for (flavor, path) in [(Flavor::Google, "google"), (Flavor::Microsoft, "microsoft"), (Flavor::Notion, "notion")] {
+        let flavor_base = format!("{base}/{path}");
+        let (emulator, _handle) =
+            provider_emulators::router(crate::oauth::sandbox::emulator_config(flavor), &flavor_base);
+        router = router.nest(&format!("/{path}"), emulator);
+        bases.push(flavor_base);
+    }
+    let mut toml = operator_toml.map(str::to_owned).unwrap_or_default();
+    toml.push('\n');
+    toml.push_str(&crate::oauth::sandbox::providers_toml(&bases[0], &bases[1], &bases[2]));
+    let credentials = crate::oauth::sandbox::credential_env();
+    let lookup = |name: &str| credentials.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned());
+    let providers = Providers::load(Some(&toml), &lookup)?;
+    Ok((providers, router))
 }
 
 async fn shutdown_signal() {

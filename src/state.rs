@@ -6,7 +6,9 @@ use crate::auth::JwtVerifier;
 use crate::config::Config;
 use crate::crypto::KeyRing;
 use crate::oauth::Providers;
-use crate::store::Store;
+use crate::oauth::id_token::JwksCache;
+use crate::oauth::usage::UsageRecorder;
+use crate::store::{KeyedLocks, Store};
 
 /// Shared, cheaply cloned application state.
 #[derive(Clone)]
@@ -18,4 +20,10 @@ pub struct AppState {
     pub providers: Arc<Providers>,
     /// The one HTTP client for provider calls: rustls, timeouts, never follows redirects.
     pub http: reqwest::Client,
+    /// Provider signing keys for ID tokens.
+    pub jwks: Arc<JwksCache>,
+    /// In-process single flight of refreshes, in front of the store's cross-process lock.
+    pub refresh_locks: Arc<KeyedLocks>,
+    /// Token hand-outs waiting for the flusher.
+    pub usage: Arc<UsageRecorder>,
 }

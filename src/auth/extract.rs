@@ -82,3 +82,16 @@ impl FromRequestParts<AppState> for Caller {
         user_from_parts(parts, state).map(Self::User).ok_or(ApiError::Unauthenticated)
     }
 }
+
+/// The user of a request if it carries valid credentials; never rejects (the OAuth callback is
+/// reached without a JWT, but one that is present must belong to the state's user).
+#[derive(Clone, Debug)]
+pub struct MaybeUser(pub Option<UserCaller>);
+
+impl FromRequestParts<AppState> for MaybeUser {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Self(user_from_parts(parts, state)))
+    }
+}

@@ -1,19 +1,33 @@
 //! `/integrations`: the caller's connections.
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
+use super::RequestClient;
 use super::views::IntegrationView;
 use crate::auth::UserCaller;
 use crate::error::{ApiError, ApiResult};
+use crate::oauth::disconnect::{self, Disconnected};
+use crate::oauth::flow::store_error;
+use crate::oauth::tokens;
 use crate::state::AppState;
-use crate::store::{Integration, IntegrationFilter};
+use crate::store::{Integration, IntegrationFilter, IntegrationStatus, NEVER_EXPIRES};
+
+/// Tokens expiring within this many seconds are refreshed by `POST /integrations/sync`.
+const SYNC_LEAD_SECONDS: i64 = 300;
+/// `oauth_consents.revoked_reason` is VARCHAR(100).
+const REASON_MAX: usize = 100;
 
 /// Routes under `/api/v1/oauth/integrations`.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/integrations", get(list)).route("/integrations/{id}", get(show))
+    Router::new()
+        .route("/integrations", get(list))
+        .route("/integrations/sync", post(sync))
+        .route("/integrations/{id}", get(show).delete(remove))
+        .route("/integrations/{id}/refresh", post(refresh))
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,5 +72,139 @@ pub async fn owned_integration(state: &AppState, caller: &UserCaller, id: i32) -
     match state.store.get_integration(id).await.map_err(anyhow::Error::from)? {
         Some(integration) if caller.may_access(integration.user_id) => Ok(integration),
         _ => Err(ApiError::NotFound("Integration")),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Refreshed {
+    message: String,
+    integration: IntegrationView,
+}
+
+/// `POST /integrations/{id}/refresh`: refresh now.
+async fn refresh(
+    State(state): State<AppState>,
+    caller: UserCaller,
+    RequestClient(client): RequestClient,
+    Path(id): Path<i32>,
+) -> ApiResult<Json<Refreshed>> {
+    let integration = owned_integration(&state, &caller, id).await?;
+    if integration.status == IntegrationStatus::Revoked {
+        return Err(ApiError::Conflict {
+            code: "integration_revoked",
+            detail: "The integration was disconnected.".into(),
+        });
+    }
+    let token = state.store.get_token(id).await.map_err(store_error)?.ok_or(ApiError::NotFound("Integration token"))?;
+    tokens::refresh(&state, token, "manual", &client).await?;
+    let integration = owned_integration(&state, &caller, id).await?;
+    let display = state.providers.display_name(&integration.provider).to_owned();
+    Ok(Json(Refreshed {
+        message: format!("Refreshed the {display} connection."),
+        integration: IntegrationView::new(integration, &state.providers),
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ReasonQuery {
+    reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    reason: Option<String>,
+}
+
+/// `DELETE /integrations/{id}?reason=` (or JSON body `{reason}`): disconnect; idempotent.
+async fn remove(
+    State(state): State<AppState>,
+    caller: UserCaller,
+    RequestClient(client): RequestClient,
+    Path(id): Path<i32>,
+    Query(query): Query<ReasonQuery>,
+    body: Bytes,
+) -> ApiResult<Json<Disconnected>> {
+    let from_body = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<ReasonBody>(&body)
+            .map_err(|error| {
+                ApiError::bad_request("invalid_body", format!("The body must be {{\"reason\": \"...\"}}: {error}"))
+            })?
+            .reason
+    };
+    let reason = query.reason.or(from_body).unwrap_or_else(|| "user_request".to_owned());
+    if reason.chars().count() > REASON_MAX {
+        return Err(ApiError::bad_request(
+            "reason_too_long",
+            format!("reason may have at most {REASON_MAX} characters."),
+        ));
+    }
+    let integration = owned_integration(&state, &caller, id).await?;
+    Ok(Json(disconnect::disconnect(&state, integration, reason, &client).await?))
+}
+
+#[derive(Debug, Serialize)]
+struct SyncResult {
+    integration_id: i32,
+    provider: String,
+    status: &'static str,
+    detail: String,
+}
+
+#[derive(Debug, Serialize)]
+struct SyncAnswer {
+    message: String,
+    results: Vec<SyncResult>,
+}
+
+/// `POST /integrations/sync`: check every integration of the caller, refreshing those that need it.
+async fn sync(
+    State(state): State<AppState>,
+    caller: UserCaller,
+    RequestClient(client): RequestClient,
+) -> ApiResult<Json<SyncAnswer>> {
+    let filter = IntegrationFilter { provider: None, active_only: false };
+    let integrations = state.store.list_integrations(caller.user_id, &filter).await.map_err(store_error)?;
+    let mut results = Vec::new();
+    for integration in integrations.into_iter().filter(|i| i.status != IntegrationStatus::Revoked) {
+        let (status, detail) = sync_one(&state, &integration, &client).await;
+        results.push(SyncResult { integration_id: integration.id, provider: integration.provider, status, detail });
+    }
+    let broken = results.iter().filter(|r| r.status != "ok" && r.status != "refreshed").count();
+    let message = match broken {
+        0 => format!("Checked {} integration(s); all are working.", results.len()),
+        n => format!("Checked {} integration(s); {n} need attention.", results.len()),
+    };
+    Ok(Json(SyncAnswer { message, results }))
+}
+
+async fn sync_one(
+    state: &AppState,
+    integration: &Integration,
+    client: &crate::store::ClientInfo,
+) -> (&'static str, String) {
+    if integration.status == IntegrationStatus::Error {
+        let why = integration.error_message.clone().unwrap_or_else(|| "The connection is broken.".into());
+        return ("needs_reauth", why);
+    }
+    let token = match state.store.get_token(integration.id).await {
+        Ok(Some(token)) => token,
+        Ok(None) => return ("needs_reauth", "No token is stored; connect again.".into()),
+        Err(error) => return ("error", store_error(error).to_string()),
+    };
+    let due = token.expires_at < NEVER_EXPIRES
+        && token.expires_at - chrono::Utc::now().naive_utc() < chrono::Duration::seconds(SYNC_LEAD_SECONDS);
+    if !due {
+        return ("ok", "The token is valid.".into());
+    }
+    if token.refresh_token.is_none() {
+        return ("expiring", "The token expires soon and the provider gave no refresh token.".into());
+    }
+    match tokens::refresh(state, token, "sync", client).await {
+        Ok(_) => ("refreshed", "The token was refreshed.".into()),
+        Err(error) if error.code() == "needs_reauth" => ("needs_reauth", error.to_string()),
+        Err(error) => ("error", error.to_string()),
     }
 }

@@ -1,10 +1,13 @@
 //! The HTTP surface: one module per resource, each with its own `router()`.
 
+mod account;
 mod client_info;
+mod flow;
 mod health;
 mod integrations;
 mod problems;
-mod views;
+mod tokens;
+pub mod views;
 
 use std::time::Duration;
 
@@ -25,7 +28,11 @@ use crate::state::AppState;
 
 /// The whole application: operational endpoints and `/api/v1/oauth`, with the middleware stack.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new().merge(integrations::router());
+    let api = Router::new()
+        .merge(flow::router())
+        .merge(integrations::router())
+        .merge(tokens::router())
+        .merge(account::router());
     let request_timeout = Duration::from_secs(state.config.http.request_timeout_seconds);
     let body_limit = state.config.http.body_limit_bytes;
 

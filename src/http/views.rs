@@ -5,16 +5,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::oauth::Providers;
-use crate::store::{Integration, IntegrationStatus};
-
-/// Tokens that never expire (Notion) are stored with this `expires_at`, shown as `null`.
-pub const NEVER_EXPIRES: NaiveDateTime = match chrono::NaiveDate::from_ymd_opt(9999, 12, 31) {
-    Some(date) => match date.and_hms_opt(0, 0, 0) {
-        Some(moment) => moment,
-        None => panic!("valid time"),
-    },
-    None => panic!("valid date"),
-};
+use crate::store::{Integration, IntegrationStatus, NEVER_EXPIRES};
 
 /// A stored UTC timestamp as RFC 3339.
 pub fn utc(moment: NaiveDateTime) -> DateTime<Utc> {

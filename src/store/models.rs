@@ -7,6 +7,16 @@ use chrono::NaiveDateTime;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
+/// `oauth_tokens.expires_at` is NOT NULL: tokens that never expire (Notion) get this sentinel,
+/// which the API shows as `null`.
+pub const NEVER_EXPIRES: NaiveDateTime = match chrono::NaiveDate::from_ymd_opt(9999, 12, 31) {
+    Some(date) => match date.and_hms_opt(0, 0, 0) {
+        Some(moment) => moment,
+        None => panic!("valid time"),
+    },
+    None => panic!("valid date"),
+};
+
 /// `oauth_integrations.status`, one of the four values its CHECK constraint allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,0 +1,221 @@
+//! The caller's overview: `/status`, `/consents`, `/audit` and the provider catalogue.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::views::utc;
+use crate::auth::UserCaller;
+use crate::error::{ApiError, ApiResult};
+use crate::oauth::flow::store_error;
+use crate::state::AppState;
+use crate::store::{AuditAction, AuditEvent, AuditQuery, Consent, ScopeEntry};
+
+const AUDIT_DEFAULT_LIMIT: i64 = 50;
+const AUDIT_MAX_LIMIT: i64 = 200;
+
+/// `GET /status`, `GET /consents`, `GET /audit`, `GET /providers`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/status", get(status))
+        .route("/consents", get(consents))
+        .route("/audit", get(audit))
+        .route("/providers", get(providers))
+}
+
+#[derive(Default, Serialize)]
+struct ProviderCounts {
+    total: i64,
+    active: i64,
+    pending: i64,
+    inactive: i64,
+}
+
+async fn status(State(state): State<AppState>, caller: UserCaller) -> ApiResult<Json<Value>> {
+    let counts = state.store.status_counts(caller.user_id).await.map_err(store_error)?;
+    let mut providers: BTreeMap<String, ProviderCounts> = BTreeMap::new();
+    let mut totals = ProviderCounts::default();
+    for (provider, status, count) in counts.integrations {
+        let entry = providers.entry(provider).or_default();
+        for bucket in [&mut *entry, &mut totals] {
+            bucket.total += count;
+            match status.as_str() {
+                "active" => bucket.active += count,
+                "pending" => bucket.pending += count,
+                _ => bucket.inactive += count,
+            }
+        }
+    }
+    Ok(Json(json!({
+        "integrations": {
+            "total_integrations": totals.total,
+            "active_integrations": totals.active,
+            "pending_integrations": totals.pending,
+            "inactive_integrations": totals.inactive,
+            "providers": providers,
+        },
+        "consents": {
+            "total_consents": counts.total_consents,
+            "granted_consents": counts.total_consents - counts.revoked_consents,
+            "revoked_consents": counts.revoked_consents,
+        },
+    })))
+}
+
+#[derive(Serialize)]
+struct ConsentView {
+    id: i32,
+    integration_id: i32,
+    provider: String,
+    scopes: Vec<String>,
+    granted_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    ip_address: Option<String>,
+    user_agent: Option<String>,
+    consent_version: String,
+    is_revoked: bool,
+    revoked_at: Option<DateTime<Utc>>,
+    revoked_reason: Option<String>,
+}
+
+impl From<Consent> for ConsentView {
+    fn from(c: Consent) -> Self {
+        Self {
+            id: c.id,
+            integration_id: c.integration_id,
+            provider: c.provider,
+            scopes: c.scopes,
+            granted_at: utc(c.granted_at),
+            expires_at: c.expires_at.map(utc),
+            ip_address: c.ip_address,
+            user_agent: c.user_agent,
+            consent_version: c.consent_version,
+            is_revoked: c.is_revoked,
+            revoked_at: c.revoked_at.map(utc),
+            revoked_reason: c.revoked_reason,
+        }
+    }
+}
+
+async fn consents(State(state): State<AppState>, caller: UserCaller) -> ApiResult<Json<Vec<ConsentView>>> {
+    let consents = state.store.list_consents(caller.user_id).await.map_err(store_error)?;
+    Ok(Json(consents.into_iter().map(ConsentView::from).collect()))
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditParams {
+    integration_id: Option<i32>,
+    action: Option<String>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    cursor: Option<String>,
+    limit: Option<i64>,
+    user_id: Option<i32>,
+}
+
+#[derive(Serialize)]
+struct AuditEventView {
+    #[serde(flatten)]
+    event: AuditEvent,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+struct AuditPage {
+    events: Vec<AuditEventView>,
+    next_cursor: Option<String>,
+}
+
+/// Users see their own events; administrators anybody's (all, or `user_id`'s).
+async fn audit(
+    State(state): State<AppState>,
+    caller: UserCaller,
+    Query(params): Query<AuditParams>,
+) -> ApiResult<Json<AuditPage>> {
+    let user_id = match (caller.is_admin, params.user_id) {
+        (true, requested) => requested,
+        (false, Some(other)) if other != caller.user_id => {
+            return Err(ApiError::Forbidden("Only administrators may read another user's audit log.".into()));
+        }
+        (false, _) => Some(caller.user_id),
+    };
+    let action = params
+        .action
+        .as_deref()
+        .map(|name| {
+            AuditAction::parse(name).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_action",
+                    "action must be one of connect, disconnect, refresh, revoke, api_call, error.",
+                )
+            })
+        })
+        .transpose()?;
+    let before_id = params
+        .cursor
+        .as_deref()
+        .map(|cursor| {
+            cursor
+                .parse::<i32>()
+                .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not one this service issued."))
+        })
+        .transpose()?;
+    let limit = match params.limit {
+        None => AUDIT_DEFAULT_LIMIT,
+        Some(limit) if (1..=AUDIT_MAX_LIMIT).contains(&limit) => limit,
+        Some(_) => {
+            return Err(ApiError::bad_request("invalid_limit", format!("limit must be 1 to {AUDIT_MAX_LIMIT}.")));
+        }
+    };
+    let query = AuditQuery {
+        user_id,
+        integration_id: params.integration_id,
+        action,
+        since: params.since.map(|moment| moment.naive_utc()),
+        until: params.until.map(|moment| moment.naive_utc()),
+        before_id,
+        // One more than asked tells whether another page exists.
+        limit: limit + 1,
+    };
+    let mut events = state.store.list_audit(&query).await.map_err(store_error)?;
+    let next_cursor = if events.len() as i64 > limit {
+        events.truncate(limit as usize);
+        events.last().map(|event| event.id.to_string())
+    } else {
+        None
+    };
+    let events = events.into_iter().map(|event| AuditEventView { created_at: utc(event.created_at), event }).collect();
+    Ok(Json(AuditPage { events, next_cursor }))
+}
+
+#[derive(Serialize)]
+struct ProviderView {
+    name: String,
+    display_name: String,
+    description: String,
+    configured: bool,
+    scopes: Vec<ScopeEntry>,
+    default_scopes: Vec<String>,
+}
+
+async fn providers(State(state): State<AppState>, _caller: UserCaller) -> Json<Vec<ProviderView>> {
+    Json(
+        state
+            .providers
+            .iter()
+            .map(|p| ProviderView {
+                name: p.name.clone(),
+                display_name: p.display_name.clone(),
+                description: p.description.clone(),
+                configured: p.credentials.is_some(),
+                scopes: p.scopes.clone(),
+                default_scopes: p.default_scopes.clone(),
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,108 @@
+//! The service token endpoints: the hot path of backends asking for a fresh access token.
+
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::RequestClient;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::oauth::flow::store_error;
+use crate::oauth::tokens::{self, HandedOutToken};
+use crate::state::AppState;
+use crate::store::{IntegrationStatus, StoredToken};
+
+const DEFAULT_MIN_TTL: i64 = 60;
+const MAX_MIN_TTL: i64 = 86_400;
+
+/// `GET /integrations/{id}/token`, `GET /users/{user_id}/integrations/{provider}/token`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/integrations/{id}/token", get(by_integration))
+        .route("/users/{user_id}/integrations/{provider}/token", get(by_owner))
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenQuery {
+    min_ttl: Option<i64>,
+}
+
+impl TokenQuery {
+    fn min_ttl(&self) -> Result<i64, ApiError> {
+        match self.min_ttl {
+            None => Ok(DEFAULT_MIN_TTL),
+            Some(seconds) if (0..=MAX_MIN_TTL).contains(&seconds) => Ok(seconds),
+            Some(_) => {
+                Err(ApiError::bad_request("invalid_min_ttl", format!("min_ttl must be 0 to {MAX_MIN_TTL} seconds.")))
+            }
+        }
+    }
+}
+
+/// Only service keys may read raw tokens, unless the operator lets users read their own.
+fn authorise(state: &AppState, caller: &Caller, token: &StoredToken) -> Result<(), ApiError> {
+    match caller {
+        Caller::Service(_) => Ok(()),
+        Caller::User(user) if state.config.expose_tokens_to_users && user.user_id == token.user_id => Ok(()),
+        Caller::User(_) => Err(ApiError::Forbidden("Only backend services may read raw access tokens.".into())),
+    }
+}
+
+async fn by_integration(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestClient(client): RequestClient,
+    Path(id): Path<i32>,
+    Query(query): Query<TokenQuery>,
+) -> ApiResult<Json<HandedOutToken>> {
+    let min_ttl = query.min_ttl()?;
+    let stored = match state.store.get_token(id).await.map_err(store_error)? {
+        Some(stored) => stored,
+        None => return Err(missing_token(&state, &caller, id).await),
+    };
+    if let Caller::User(user) = &caller
+        && !user.may_access(stored.user_id)
+    {
+        return Err(ApiError::NotFound("Integration"));
+    }
+    authorise(&state, &caller, &stored)?;
+    Ok(Json(tokens::hand_out(&state, stored, min_ttl, &client).await?))
+}
+
+async fn by_owner(
+    State(state): State<AppState>,
+    caller: Caller,
+    RequestClient(client): RequestClient,
+    Path((user_id, provider)): Path<(i32, String)>,
+    Query(query): Query<TokenQuery>,
+) -> ApiResult<Json<HandedOutToken>> {
+    let min_ttl = query.min_ttl()?;
+    if let Caller::User(user) = &caller
+        && !user.may_access(user_id)
+    {
+        return Err(ApiError::NotFound("Integration"));
+    }
+    let stored = state
+        .store
+        .find_token_by_owner(user_id, &provider)
+        .await
+        .map_err(store_error)?
+        .ok_or(ApiError::NotFound("Integration"))?;
+    authorise(&state, &caller, &stored)?;
+    Ok(Json(tokens::hand_out(&state, stored, min_ttl, &client).await?))
+}
+
+/// Why there is no token: a disconnected integration (409) or none at all (404).
+async fn missing_token(state: &AppState, caller: &Caller, id: i32) -> ApiError {
+    match state.store.get_integration(id).await {
+        Ok(Some(integration))
+            if integration.status == IntegrationStatus::Revoked
+                && !matches!(caller, Caller::User(user) if !user.may_access(integration.user_id)) =>
+        {
+            ApiError::Conflict { code: "integration_revoked", detail: "The integration was disconnected.".into() }
+        }
+        Ok(_) => ApiError::NotFound("Integration"),
+        Err(error) => store_error(error),
+    }
+}

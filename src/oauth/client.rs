@@ -1,0 +1,205 @@
+//! Calls to a provider's token, revocation and identity endpoints (RFC 6749 §4.1.3, §6; RFC 7009),
+//! shaped by the provider's data: client authentication, body format, extra headers.
+//!
+//! One generic client rather than the `oauth2` crate: providers are configuration, and Notion's
+//! JSON token request is outside what `oauth2`'s typed client can express.
+
+use reqwest::header::ACCEPT;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value};
+
+use super::providers::{ClientAuth, Provider, RequestFormat};
+
+/// How a provider call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider answered with an OAuth error (RFC 6749 §5.2).
+    #[error("the provider refused the request ({error})")]
+    Rejected { error: String, description: Option<String> },
+    /// The provider could not be reached, timed out, failed or answered something unusable.
+    #[error("the provider is unavailable: {0}")]
+    Unavailable(String),
+    /// No client credentials are configured for this provider.
+    #[error("OAuth credentials not configured")]
+    NotConfigured,
+}
+
+/// A token endpoint answer. Secrets are wrapped; `extra` keeps the non-secret remainder
+/// (Notion's workspace and owner fields) for identity extraction.
+#[derive(Debug)]
+pub struct TokenResponse {
+    pub access_token: SecretString,
+    pub token_type: String,
+    pub expires_in: Option<i64>,
+    pub refresh_token: Option<SecretString>,
+    pub scope: Option<String>,
+    pub id_token: Option<String>,
+    pub extra: Value,
+}
+
+/// Exchanges an authorization code (with the PKCE verifier when the provider uses PKCE).
+pub async fn exchange_code(
+    http: &reqwest::Client,
+    provider: &Provider,
+    code: &str,
+    redirect_uri: &str,
+    code_verifier: Option<&SecretString>,
+) -> Result<TokenResponse, ProviderError> {
+    let mut params = vec![
+        ("grant_type", "authorization_code".to_owned()),
+        ("code", code.to_owned()),
+        ("redirect_uri", redirect_uri.to_owned()),
+    ];
+    if let Some(verifier) = code_verifier {
+        params.push(("code_verifier", verifier.expose_secret().to_owned()));
+    }
+    token_request(http, provider, params).await
+}
+
+/// Uses a refresh token (RFC 6749 §6).
+pub async fn refresh(
+    http: &reqwest::Client,
+    provider: &Provider,
+    refresh_token: &SecretString,
+) -> Result<TokenResponse, ProviderError> {
+    let params =
+        vec![("grant_type", "refresh_token".to_owned()), ("refresh_token", refresh_token.expose_secret().to_owned())];
+    token_request(http, provider, params).await
+}
+
+/// Revokes a token at the provider (RFC 7009); the caller checks that an endpoint exists.
+pub async fn revoke(
+    http: &reqwest::Client,
+    provider: &Provider,
+    revocation_url: &str,
+    token: &SecretString,
+    hint: &str,
+) -> Result<(), ProviderError> {
+    let params = vec![("token", token.expose_secret().to_owned()), ("token_type_hint", hint.to_owned())];
+    let request = authenticated(http.post(revocation_url), provider, params, provider.revocation_format)?;
+    let response = request.send().await.map_err(transport)?;
+    if response.status().is_success() {
+        return Ok(());
+    }
+    Err(error_from(response).await)
+}
+
+/// GETs a JSON document with the access token (userinfo, Graph `/me`, YouTube channels).
+pub async fn fetch_json(
+    http: &reqwest::Client,
+    url: &str,
+    access_token: &SecretString,
+) -> Result<Value, ProviderError> {
+    let response = http
+        .get(url)
+        .bearer_auth(access_token.expose_secret())
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(transport)?;
+    if !response.status().is_success() {
+        return Err(error_from(response).await);
+    }
+    response.json().await.map_err(|_| ProviderError::Unavailable("the answer was not JSON".into()))
+}
+
+async fn token_request(
+    http: &reqwest::Client,
+    provider: &Provider,
+    params: Vec<(&'static str, String)>,
+) -> Result<TokenResponse, ProviderError> {
+    let request = authenticated(http.post(&provider.token_url), provider, params, provider.token_request_format)?;
+    let response = request.send().await.map_err(transport)?;
+    if !response.status().is_success() {
+        return Err(error_from(response).await);
+    }
+    let mut body: Map<String, Value> = response
+        .json()
+        .await
+        .map_err(|_| ProviderError::Unavailable("the token endpoint did not answer JSON".into()))?;
+    let mut take_string = |key: &str| match body.remove(key) {
+        Some(Value::String(value)) if !value.is_empty() => Some(value),
+        _ => None,
+    };
+    let access_token = take_string("access_token")
+        .ok_or_else(|| ProviderError::Unavailable("the token endpoint answered without an access_token".into()))?;
+    let refresh_token = take_string("refresh_token");
+    let id_token = take_string("id_token");
+    let scope = take_string("scope");
+    let token_type = take_string("token_type").unwrap_or_else(|| "Bearer".to_owned());
+    // Some providers send expires_in as a string.
+    let expires_in = match body.remove("expires_in") {
+        Some(Value::Number(number)) => number.as_i64(),
+        Some(Value::String(text)) => text.parse().ok(),
+        _ => None,
+    };
+    Ok(TokenResponse {
+        access_token: SecretString::from(access_token),
+        // RFC 6750 §4 says "Bearer"; Notion answers "bearer".
+        token_type: if token_type.eq_ignore_ascii_case("bearer") { "Bearer".to_owned() } else { token_type },
+        expires_in,
+        refresh_token: refresh_token.map(SecretString::from),
+        scope,
+        id_token,
+        extra: Value::Object(body),
+    })
+}
+
+/// Adds client authentication, the provider's extra headers and the body in its format.
+fn authenticated(
+    request: reqwest::RequestBuilder,
+    provider: &Provider,
+    mut params: Vec<(&'static str, String)>,
+    format: RequestFormat,
+) -> Result<reqwest::RequestBuilder, ProviderError> {
+    let credentials = provider.credentials.as_ref().ok_or(ProviderError::NotConfigured)?;
+    let mut request = request.header(ACCEPT, "application/json");
+    for (name, value) in &provider.token_request_headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    match provider.client_auth {
+        // RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding.
+        ClientAuth::ClientSecretBasic => {
+            let encode = |value: &str| url::form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>();
+            request = request
+                .basic_auth(encode(&credentials.client_id), Some(encode(credentials.client_secret.expose_secret())));
+        }
+        ClientAuth::ClientSecretPost => {
+            params.push(("client_id", credentials.client_id.clone()));
+            params.push(("client_secret", credentials.client_secret.expose_secret().to_owned()));
+        }
+    }
+    Ok(match format {
+        RequestFormat::Form => request.form(&params),
+        RequestFormat::Json => {
+            let body: Map<String, Value> =
+                params.into_iter().map(|(key, value)| (key.to_owned(), Value::String(value))).collect();
+            request.json(&body)
+        }
+    })
+}
+
+fn transport(error: reqwest::Error) -> ProviderError {
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not be reached"
+    } else {
+        "failed"
+    };
+    // The error's URL may carry parameters: name only the kind of failure.
+    ProviderError::Unavailable(format!("the request {what}"))
+}
+
+async fn error_from(response: reqwest::Response) -> ProviderError {
+    let status = response.status();
+    let body: Option<Value> = response.json().await.ok();
+    let field = |key: &str| body.as_ref().and_then(|b| b.get(key)).and_then(Value::as_str).map(str::to_owned);
+    // Notion's API errors use `code`; OAuth endpoints use `error`.
+    match field("error").or_else(|| field("code")) {
+        Some(error) if status.is_client_error() => {
+            ProviderError::Rejected { error, description: field("error_description").or_else(|| field("message")) }
+        }
+        _ => ProviderError::Unavailable(format!("HTTP {status}")),
+    }
+}

@@ -1,0 +1,75 @@
+//! The proactive refresher: renews tokens shortly before they expire so hand-outs rarely wait,
+//! with jitter (replicas do not stampede), bounded concurrency, and backoff after failures.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use rand::Rng;
+use tokio::sync::watch;
+
+use super::tokens;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::ClientInfo;
+
+const BATCH: i64 = 200;
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// Runs until `shutdown` turns true.
+pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
+    let settings = state.config.refresh.clone();
+    let interval = Duration::from_secs(settings.interval_seconds.max(1));
+    let mut backoff: HashMap<i32, (u32, Instant)> = HashMap::new();
+    loop {
+        let jitter = rand::rng().random_range(0.8..1.2);
+        tokio::select! {
+            () = tokio::time::sleep(interval.mul_f64(jitter)) => {},
+            _ = shutdown.changed() => return,
+        }
+        let cutoff = Utc::now().naive_utc() + chrono::Duration::seconds(settings.lead_seconds as i64);
+        let due = match state.store.integrations_expiring_before(cutoff, BATCH).await {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(error = %error, "refresher: cannot list expiring tokens");
+                continue;
+            }
+        };
+        let now = Instant::now();
+        backoff.retain(|_, (_, next)| *next > now);
+        let due: Vec<i32> = due.into_iter().filter(|id| !backoff.contains_key(id)).collect();
+        let results: Vec<(i32, Result<(), ApiError>)> = futures_util::stream::iter(due)
+            .map(|id| {
+                let state = state.clone();
+                async move { (id, refresh_one(&state, id).await) }
+            })
+            .buffer_unordered(settings.concurrency.max(1))
+            .collect()
+            .await;
+        for (id, result) in results {
+            match result {
+                Ok(()) => {
+                    backoff.remove(&id);
+                }
+                // A dead grant is marked for re-authorisation and is not picked again.
+                Err(error) if error.code() == "needs_reauth" => {
+                    backoff.remove(&id);
+                }
+                Err(error) => {
+                    let failures = backoff.get(&id).map_or(1, |(failures, _)| failures + 1);
+                    let delay = interval.saturating_mul(2u32.saturating_pow(failures)).min(MAX_BACKOFF);
+                    tracing::warn!(integration_id = id, failures, retry_in_s = delay.as_secs(), error = %error, "proactive refresh failed");
+                    backoff.insert(id, (failures, Instant::now() + delay));
+                }
+            }
+        }
+    }
+}
+
+async fn refresh_one(state: &AppState, integration_id: i32) -> Result<(), ApiError> {
+    let Some(token) = state.store.get_token(integration_id).await.map_err(super::flow::store_error)? else {
+        return Ok(());
+    };
+    tokens::refresh(state, token, "proactive", &ClientInfo::default()).await.map(|_| ())
+}

@@ -1,0 +1,202 @@
+//! Handing out access tokens to backends, and refreshing them: lazily here, proactively in
+//! `refresher`. At most one refresh per integration is in flight (in-process keyed lock, then the
+//! store's cross-process lock); callers that waited share the winner's result.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+
+use super::client::{self, ProviderError};
+use super::flow::{elapsed_ms, provider_failure, store_error, token_column};
+use crate::error::ApiError;
+use crate::http::views::expiry;
+use crate::state::AppState;
+use crate::store::NEVER_EXPIRES;
+use crate::store::{
+    ClientInfo, IntegrationStatus, RefreshAudit, RefreshFailure, RefreshStep, RefreshedTokens, StoredToken,
+};
+
+/// Answer of the token endpoints.
+#[derive(Serialize)]
+pub struct HandedOutToken {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Vec<String>,
+    pub integration_id: i32,
+    pub provider: String,
+}
+
+impl std::fmt::Debug for HandedOutToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandedOutToken").field("integration_id", &self.integration_id).finish_non_exhaustive()
+    }
+}
+
+/// Hands out the access token of `stored`, refreshing first when it expires within `min_ttl`.
+pub async fn hand_out(
+    state: &AppState,
+    stored: StoredToken,
+    min_ttl: i64,
+    client: &ClientInfo,
+) -> Result<HandedOutToken, ApiError> {
+    let stored = match stored.status {
+        IntegrationStatus::Error => return Err(needs_reauth()),
+        IntegrationStatus::Revoked => {
+            return Err(ApiError::Conflict {
+                code: "integration_revoked",
+                detail: "The integration was disconnected.".into(),
+            });
+        }
+        _ if expires_within(&stored, min_ttl) => refresh(state, stored, "hand_out", client).await?,
+        _ => stored,
+    };
+    let access_token = state
+        .keys
+        .decrypt(&stored.access_token, &token_column("oauth_tokens.access_token", stored.user_id, &stored.provider))
+        .map_err(|error| {
+            anyhow::anyhow!("decrypting the access token of integration {}: {error}", stored.integration_id)
+        })?;
+    state.usage.record(&stored);
+    Ok(HandedOutToken {
+        access_token: access_token.expose_secret().to_owned(),
+        token_type: stored.token_type,
+        expires_at: expiry(stored.expires_at),
+        scopes: stored
+            .scope
+            .map(|scope| scope.split([' ', ',']).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default(),
+        integration_id: stored.integration_id,
+        provider: stored.provider,
+    })
+}
+
+fn expires_within(stored: &StoredToken, seconds: i64) -> bool {
+    stored.expires_at < NEVER_EXPIRES && stored.expires_at - Utc::now().naive_utc() < Duration::seconds(seconds)
+}
+
+fn needs_reauth() -> ApiError {
+    ApiError::Conflict {
+        code: "needs_reauth",
+        detail: "The provider no longer accepts this connection; the user must connect again.".into(),
+    }
+}
+
+/// Refreshes the integration of `seen` unless another caller already did since `seen` was read;
+/// returns the token as stored afterwards.
+pub async fn refresh(
+    state: &AppState,
+    seen: StoredToken,
+    reason: &'static str,
+    client: &ClientInfo,
+) -> Result<StoredToken, ApiError> {
+    if seen.refresh_token.is_none() {
+        return Err(ApiError::bad_request(
+            "no_refresh_token",
+            "The provider gave no refresh token for this connection; the user must connect again to renew it.",
+        ));
+    }
+    let integration_id = seen.integration_id;
+    let provider = state
+        .providers
+        .get(&seen.provider)
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("unknown_provider", "The provider is no longer configured."))?;
+    let started = Instant::now();
+    let _in_process = state.refresh_locks.lock(integration_id).await;
+    let (http, keys) = (state.http.clone(), state.keys.clone());
+    let seen_access = seen.access_token;
+    let audit = RefreshAudit { client: client.clone(), duration_ms: 0, reason };
+    let step = state
+        .store
+        .refresh_locked(
+            integration_id,
+            audit,
+            Box::new(move |current: StoredToken| {
+                Box::pin(async move {
+                    // Someone refreshed (or the user reconnected) while we waited: share their result.
+                    if current.access_token != seen_access || current.status == IntegrationStatus::Error {
+                        return RefreshStep::AlreadyFresh;
+                    }
+                    let Some(ciphertext) = current.refresh_token.as_deref() else {
+                        return RefreshStep::AlreadyFresh;
+                    };
+                    let refresh_column = token_column("oauth_tokens.refresh_token", current.user_id, &current.provider);
+                    let refresh_token = match keys.decrypt(ciphertext, &refresh_column) {
+                        Ok(token) => token,
+                        Err(error) => {
+                            tracing::error!(integration_id, error = %error, "stored refresh token does not decrypt");
+                            return RefreshStep::Failed(RefreshFailure {
+                                needs_reauth: true,
+                                message: "The stored refresh token cannot be decrypted; connect again.".into(),
+                            });
+                        }
+                    };
+                    match client::refresh(&http, &provider, &refresh_token).await {
+                        Ok(tokens) => {
+                            let now = Utc::now().naive_utc();
+                            let encrypt = |column: &str, value: &SecretString| {
+                                keys.encrypt(
+                                    value.expose_secret(),
+                                    &token_column(column, current.user_id, &current.provider),
+                                )
+                            };
+                            RefreshStep::Refreshed(RefreshedTokens {
+                                access_token: encrypt("oauth_tokens.access_token", &tokens.access_token),
+                                // Rotating providers (Microsoft, Notion) send a new one: always keep it.
+                                refresh_token: tokens
+                                    .refresh_token
+                                    .as_ref()
+                                    .map(|t| encrypt("oauth_tokens.refresh_token", t)),
+                                token_type: tokens.token_type,
+                                expires_at: tokens.expires_in.map_or(NEVER_EXPIRES, |s| now + Duration::seconds(s)),
+                                scopes: tokens.scope.as_ref().map(|scope| {
+                                    scope.split([' ', ',']).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+                                }),
+                                scope: tokens.scope,
+                            })
+                        }
+                        Err(ProviderError::Rejected { error, .. }) if provider.is_reauth_error(&error) => {
+                            RefreshStep::Failed(RefreshFailure {
+                                needs_reauth: true,
+                                message: format!("The provider refused the refresh token ({error}); connect again."),
+                            })
+                        }
+                        Err(error) => {
+                            RefreshStep::Failed(RefreshFailure { needs_reauth: false, message: error.to_string() })
+                        }
+                    }
+                })
+            }),
+        )
+        .await
+        .map_err(store_error)?;
+    tracing::info!(integration_id, reason, duration_ms = elapsed_ms(started), outcome = step_name(&step), "refresh");
+    match step {
+        RefreshStep::Failed(failure) if failure.needs_reauth => {
+            Err(ApiError::bad_request("needs_reauth", failure.message))
+        }
+        RefreshStep::Failed(failure) => {
+            Err(provider_failure(ProviderError::Unavailable(failure.message), "refresh_failed", "Refreshing failed"))
+        }
+        _ => {
+            let token = state.store.get_token(integration_id).await.map_err(store_error)?;
+            match token {
+                Some(token) if token.status == IntegrationStatus::Error => Err(needs_reauth()),
+                Some(token) => Ok(token),
+                None => Err(ApiError::NotFound("Integration token")),
+            }
+        }
+    }
+}
+
+fn step_name(step: &RefreshStep) -> &'static str {
+    match step {
+        RefreshStep::AlreadyFresh => "shared",
+        RefreshStep::Refreshed(_) => "refreshed",
+        RefreshStep::Failed(failure) if failure.needs_reauth => "needs_reauth",
+        RefreshStep::Failed(_) => "failed",
+    }
+}
