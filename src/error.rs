@@ -76,7 +76,7 @@ impl ApiError {
 }
 
 /// The RFC 9457 body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,

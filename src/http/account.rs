@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::views::utc;
 use crate::auth::UserCaller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Problem};
 use crate::oauth::flow::store_error;
 use crate::state::AppState;
 use crate::store::{AuditAction, AuditEvent, AuditQuery, Consent, ScopeEntry};
@@ -36,7 +36,9 @@ struct ProviderCounts {
     inactive: i64,
 }
 
-async fn status(State(state): State<AppState>, caller: UserCaller) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/v1/oauth/status", tag = "account", security(("user_jwt" = [])),
+    responses((status = 200, description = "{integrations: {total_integrations, active_integrations, pending_integrations, inactive_integrations, providers}, consents: {total_consents, granted_consents, revoked_consents}}")))]
+pub(super) async fn status(State(state): State<AppState>, caller: UserCaller) -> ApiResult<Json<Value>> {
     let counts = state.store.status_counts(caller.user_id).await.map_err(store_error)?;
     let mut providers: BTreeMap<String, ProviderCounts> = BTreeMap::new();
     let mut totals = ProviderCounts::default();
@@ -67,8 +69,8 @@ async fn status(State(state): State<AppState>, caller: UserCaller) -> ApiResult<
     })))
 }
 
-#[derive(Serialize)]
-struct ConsentView {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct ConsentView {
     id: i32,
     integration_id: i32,
     provider: String,
@@ -102,13 +104,16 @@ impl From<Consent> for ConsentView {
     }
 }
 
-async fn consents(State(state): State<AppState>, caller: UserCaller) -> ApiResult<Json<Vec<ConsentView>>> {
+#[utoipa::path(get, path = "/api/v1/oauth/consents", tag = "account", security(("user_jwt" = [])),
+    responses((status = 200, body = [ConsentView])))]
+pub(super) async fn consents(State(state): State<AppState>, caller: UserCaller) -> ApiResult<Json<Vec<ConsentView>>> {
     let consents = state.store.list_consents(caller.user_id).await.map_err(store_error)?;
     Ok(Json(consents.into_iter().map(ConsentView::from).collect()))
 }
 
-#[derive(Debug, Deserialize)]
-struct AuditParams {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct AuditParams {
     integration_id: Option<i32>,
     action: Option<String>,
     since: Option<DateTime<Utc>>,
@@ -118,21 +123,59 @@ struct AuditParams {
     user_id: Option<i32>,
 }
 
-#[derive(Serialize)]
-struct AuditEventView {
-    #[serde(flatten)]
-    event: AuditEvent,
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct AuditEventView {
+    id: i32,
+    integration_id: Option<i32>,
+    user_id: i32,
+    action: String,
+    provider: String,
+    scopes: Option<Vec<String>>,
+    ip_address: Option<String>,
+    user_agent: Option<String>,
+    success: bool,
+    error_message: Option<String>,
+    duration_ms: Option<i32>,
+    #[schema(value_type = Option<Object>)]
+    action_metadata: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    details: Option<Value>,
+    status: String,
     created_at: DateTime<Utc>,
 }
 
-#[derive(Serialize)]
-struct AuditPage {
+impl From<AuditEvent> for AuditEventView {
+    fn from(e: AuditEvent) -> Self {
+        Self {
+            id: e.id,
+            integration_id: e.integration_id,
+            user_id: e.user_id,
+            action: e.action,
+            provider: e.provider,
+            scopes: e.scopes,
+            ip_address: e.ip_address,
+            user_agent: e.user_agent,
+            success: e.success,
+            error_message: e.error_message,
+            duration_ms: e.duration_ms,
+            action_metadata: e.action_metadata,
+            details: e.details,
+            status: e.status,
+            created_at: utc(e.created_at),
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct AuditPage {
     events: Vec<AuditEventView>,
     next_cursor: Option<String>,
 }
 
 /// Users see their own events; administrators anybody's (all, or `user_id`'s).
-async fn audit(
+#[utoipa::path(get, path = "/api/v1/oauth/audit", tag = "account", params(AuditParams), security(("user_jwt" = [])),
+    responses((status = 200, body = AuditPage), (status = 400, body = Problem), (status = 403, body = Problem)))]
+pub(super) async fn audit(
     State(state): State<AppState>,
     caller: UserCaller,
     Query(params): Query<AuditParams>,
@@ -189,12 +232,12 @@ async fn audit(
     } else {
         None
     };
-    let events = events.into_iter().map(|event| AuditEventView { created_at: utc(event.created_at), event }).collect();
+    let events = events.into_iter().map(AuditEventView::from).collect();
     Ok(Json(AuditPage { events, next_cursor }))
 }
 
-#[derive(Serialize)]
-struct ProviderView {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct ProviderView {
     name: String,
     display_name: String,
     description: String,
@@ -203,7 +246,9 @@ struct ProviderView {
     default_scopes: Vec<String>,
 }
 
-async fn providers(State(state): State<AppState>, _caller: UserCaller) -> Json<Vec<ProviderView>> {
+#[utoipa::path(get, path = "/api/v1/oauth/providers", tag = "account", security(("user_jwt" = [])),
+    responses((status = 200, body = [ProviderView])))]
+pub(super) async fn providers(State(state): State<AppState>, _caller: UserCaller) -> Json<Vec<ProviderView>> {
     Json(
         state
             .providers

@@ -11,7 +11,7 @@ use url::Url;
 
 use super::RequestClient;
 use crate::auth::{MaybeUser, UserCaller};
-use crate::error::ApiResult;
+use crate::error::{ApiResult, Problem};
 use crate::oauth::flow::{self, CallbackFailure, CallbackQuery, InitiateRequest, InitiateResponse};
 use crate::state::AppState;
 
@@ -23,7 +23,9 @@ pub fn router() -> Router<AppState> {
         .route("/callback/{provider}", get(callback_for_provider))
 }
 
-async fn initiate(
+#[utoipa::path(post, path = "/api/v1/oauth/initiate", tag = "flow", request_body = InitiateRequest, security(("user_jwt" = [])),
+    responses((status = 200, body = InitiateResponse), (status = 400, body = Problem), (status = 503, description = "OAuth credentials not configured", body = Problem)))]
+pub(super) async fn initiate(
     State(state): State<AppState>,
     caller: UserCaller,
     Json(request): Json<InitiateRequest>,
@@ -31,7 +33,9 @@ async fn initiate(
     Ok(Json(flow::initiate(&state, &caller, request).await?))
 }
 
-async fn callback(
+#[utoipa::path(get, path = "/api/v1/oauth/callback", tag = "flow", params(CallbackQuery),
+    responses((status = 200, description = "{message, integration_id, provider, status}"), (status = 303, description = "Back to return_to with oauth_status"), (status = 400, body = Problem), (status = 502, body = Problem)))]
+pub(super) async fn callback(
     State(state): State<AppState>,
     MaybeUser(user): MaybeUser,
     RequestClient(client): RequestClient,
@@ -41,7 +45,9 @@ async fn callback(
 }
 
 /// RFC 9700 §4.4.2.2: a distinct redirect URI per provider defends against mix-up attacks.
-async fn callback_for_provider(
+#[utoipa::path(get, path = "/api/v1/oauth/callback/{provider}", tag = "flow", params(("provider" = String, Path), CallbackQuery),
+    responses((status = 200, description = "{message, integration_id, provider, status}"), (status = 303, description = "Back to return_to with oauth_status"), (status = 400, body = Problem), (status = 502, body = Problem)))]
+pub(super) async fn callback_for_provider(
     State(state): State<AppState>,
     Path(provider): Path<String>,
     MaybeUser(user): MaybeUser,

@@ -14,12 +14,14 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Alive: the process answers.
-async fn healthz() -> Json<Value> {
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
+pub(super) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// Ready: the database answers and the encryption keys are loaded.
-async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Database reachable, keys loaded"), (status = 503, body = crate::error::Problem)))]
+pub(super) async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     if let Err(error) = state.store.ping().await {
         tracing::warn!(error = %error, "readiness: database unreachable");
         return Err(ApiError::Unavailable {

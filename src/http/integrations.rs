@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::RequestClient;
 use super::views::IntegrationView;
 use crate::auth::UserCaller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Problem};
 use crate::oauth::disconnect::{self, Disconnected};
 use crate::oauth::flow::store_error;
 use crate::oauth::tokens;
@@ -30,8 +30,9 @@ pub fn router() -> Router<AppState> {
         .route("/integrations/{id}/refresh", post(refresh))
 }
 
-#[derive(Debug, Deserialize)]
-struct ListQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ListQuery {
     provider: Option<String>,
     active_only: Option<bool>,
     /// Administrators may list another user's integrations.
@@ -39,7 +40,9 @@ struct ListQuery {
 }
 
 /// `GET /integrations`: the caller's integrations (`active_only` defaults to true).
-async fn list(
+#[utoipa::path(get, path = "/api/v1/oauth/integrations", tag = "integrations", params(ListQuery), security(("user_jwt" = [])),
+    responses((status = 200, description = "The caller's integrations", body = [IntegrationView]), (status = 401, body = Problem)))]
+pub(super) async fn list(
     State(state): State<AppState>,
     caller: UserCaller,
     Query(query): Query<ListQuery>,
@@ -57,7 +60,9 @@ async fn list(
 }
 
 /// `GET /integrations/{id}`: one integration of the caller (404 for anybody else's).
-async fn show(
+#[utoipa::path(get, path = "/api/v1/oauth/integrations/{id}", tag = "integrations", params(("id" = i32, Path)), security(("user_jwt" = [])),
+    responses((status = 200, body = IntegrationView), (status = 404, body = Problem)))]
+pub(super) async fn show(
     State(state): State<AppState>,
     caller: UserCaller,
     Path(id): Path<i32>,
@@ -75,14 +80,16 @@ pub async fn owned_integration(state: &AppState, caller: &UserCaller, id: i32) -
     }
 }
 
-#[derive(Debug, Serialize)]
-struct Refreshed {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Refreshed {
     message: String,
     integration: IntegrationView,
 }
 
 /// `POST /integrations/{id}/refresh`: refresh now.
-async fn refresh(
+#[utoipa::path(post, path = "/api/v1/oauth/integrations/{id}/refresh", tag = "integrations", params(("id" = i32, Path)), security(("user_jwt" = [])),
+    responses((status = 200, body = Refreshed), (status = 400, description = "no_refresh_token or needs_reauth", body = Problem), (status = 404, body = Problem), (status = 502, body = Problem)))]
+pub(super) async fn refresh(
     State(state): State<AppState>,
     caller: UserCaller,
     RequestClient(client): RequestClient,
@@ -105,8 +112,9 @@ async fn refresh(
     }))
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct ReasonQuery {
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ReasonQuery {
     reason: Option<String>,
 }
 
@@ -117,7 +125,9 @@ struct ReasonBody {
 }
 
 /// `DELETE /integrations/{id}?reason=` (or JSON body `{reason}`): disconnect; idempotent.
-async fn remove(
+#[utoipa::path(delete, path = "/api/v1/oauth/integrations/{id}", tag = "integrations", params(("id" = i32, Path), ReasonQuery), security(("user_jwt" = [])),
+    responses((status = 200, description = "Disconnected (idempotent)", body = Disconnected), (status = 404, body = Problem)))]
+pub(super) async fn remove(
     State(state): State<AppState>,
     caller: UserCaller,
     RequestClient(client): RequestClient,
@@ -145,22 +155,24 @@ async fn remove(
     Ok(Json(disconnect::disconnect(&state, integration, reason, &client).await?))
 }
 
-#[derive(Debug, Serialize)]
-struct SyncResult {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct SyncResult {
     integration_id: i32,
     provider: String,
     status: &'static str,
     detail: String,
 }
 
-#[derive(Debug, Serialize)]
-struct SyncAnswer {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct SyncAnswer {
     message: String,
     results: Vec<SyncResult>,
 }
 
 /// `POST /integrations/sync`: check every integration of the caller, refreshing those that need it.
-async fn sync(
+#[utoipa::path(post, path = "/api/v1/oauth/integrations/sync", tag = "integrations", security(("user_jwt" = [])),
+    responses((status = 200, body = SyncAnswer)))]
+pub(super) async fn sync(
     State(state): State<AppState>,
     caller: UserCaller,
     RequestClient(client): RequestClient,

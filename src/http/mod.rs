@@ -5,6 +5,7 @@ mod client_info;
 mod flow;
 mod health;
 mod integrations;
+pub mod openapi;
 mod problems;
 mod tokens;
 pub mod views;
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .merge(health::router())
+        .merge(openapi::router())
         .nest("/api/v1/oauth", api)
         .fallback(problems::no_route)
         .layer(DefaultBodyLimit::max(body_limit))

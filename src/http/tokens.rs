@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::RequestClient;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Problem};
 use crate::oauth::flow::store_error;
 use crate::oauth::tokens::{self, HandedOutToken};
 use crate::state::AppState;
@@ -23,8 +23,10 @@ pub fn router() -> Router<AppState> {
         .route("/users/{user_id}/integrations/{provider}/token", get(by_owner))
 }
 
-#[derive(Debug, Deserialize)]
-struct TokenQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct TokenQuery {
+    /// Refresh first when the token expires within this many seconds (0-86400, default 60).
     min_ttl: Option<i64>,
 }
 
@@ -49,7 +51,9 @@ fn authorise(state: &AppState, caller: &Caller, token: &StoredToken) -> Result<(
     }
 }
 
-async fn by_integration(
+#[utoipa::path(get, path = "/api/v1/oauth/integrations/{id}/token", tag = "tokens", params(("id" = i32, Path), TokenQuery), security(("service_key" = [])),
+    responses((status = 200, body = HandedOutToken), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, description = "needs_reauth or integration_revoked", body = Problem)))]
+pub(super) async fn by_integration(
     State(state): State<AppState>,
     caller: Caller,
     RequestClient(client): RequestClient,
@@ -70,7 +74,9 @@ async fn by_integration(
     Ok(Json(tokens::hand_out(&state, stored, min_ttl, &client).await?))
 }
 
-async fn by_owner(
+#[utoipa::path(get, path = "/api/v1/oauth/users/{user_id}/integrations/{provider}/token", tag = "tokens", params(("user_id" = i32, Path), ("provider" = String, Path), TokenQuery), security(("service_key" = [])),
+    responses((status = 200, body = HandedOutToken), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub(super) async fn by_owner(
     State(state): State<AppState>,
     caller: Caller,
     RequestClient(client): RequestClient,

@@ -18,17 +18,18 @@ pub fn expiry(moment: NaiveDateTime) -> Option<DateTime<Utc>> {
 }
 
 /// The connected account, as far as the provider told us.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AccountView {
     pub provider_user_id: Option<String>,
     pub email: Option<String>,
     pub name: Option<String>,
     /// Provider-specific facts (Notion workspace, Microsoft tenant).
+    #[schema(value_type = Object)]
     pub details: Value,
 }
 
 /// An integration as the API shows it: never a token.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IntegrationView {
     pub id: i32,
     pub user_id: i32,

@@ -13,7 +13,7 @@ use crate::state::AppState;
 use crate::store::{ClientInfo, Integration, IntegrationStatus, ProviderRevocation, RevokeRecord};
 
 /// Answer of `DELETE /integrations/{id}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Disconnected {
     pub message: String,
     pub integration_id: i32,

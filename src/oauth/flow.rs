@@ -25,7 +25,7 @@ use crate::store::{AuditAction, AuditEntry, ClientInfo, ConnectRecord, Integrati
 pub const CONSENT_VERSION: &str = "1.0";
 
 /// Body of `POST /initiate`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InitiateRequest {
     pub provider: String,
@@ -38,7 +38,7 @@ pub struct InitiateRequest {
 }
 
 /// Answer of `POST /initiate`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct InitiateResponse {
     pub authorization_url: String,
     pub state: String,
@@ -188,7 +188,8 @@ fn allowed_return_to(state: &AppState, target: &str) -> Result<String, ApiError>
 }
 
 /// Query of the callback (RFC 6749 §4.1.2 and §4.1.2.1, RFC 9207).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CallbackQuery {
     pub code: Option<String>,
     pub state: Option<String>,

@@ -19,7 +19,7 @@ use crate::store::{
 };
 
 /// Answer of the token endpoints.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct HandedOutToken {
     pub access_token: String,
     pub token_type: String,

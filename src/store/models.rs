@@ -18,7 +18,7 @@ pub const NEVER_EXPIRES: NaiveDateTime = match chrono::NaiveDate::from_ymd_opt(9
 };
 
 /// `oauth_integrations.status`, one of the four values its CHECK constraint allows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IntegrationStatus {
     Pending,
@@ -344,7 +344,7 @@ pub struct UsageDelta {
 }
 
 /// One entry of a provider's scope catalogue (`oauth_scopes`).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ScopeEntry {
     pub name: String,
     pub display_name: String,
