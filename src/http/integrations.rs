@@ -96,11 +96,19 @@ pub(super) async fn refresh(
     Path(id): Path<i32>,
 ) -> ApiResult<Json<Refreshed>> {
     let integration = owned_integration(&state, &caller, id).await?;
-    if integration.status == IntegrationStatus::Revoked {
-        return Err(ApiError::Conflict {
-            code: "integration_revoked",
-            detail: "The integration was disconnected.".into(),
-        });
+    match integration.status {
+        IntegrationStatus::Revoked => {
+            return Err(ApiError::Conflict {
+                code: "integration_revoked",
+                detail: "The integration was disconnected.".into(),
+            });
+        }
+        // The same answer as the refresh that found the grant dead; the provider is not asked again.
+        IntegrationStatus::Error => {
+            let why = integration.error_message.unwrap_or_else(|| "The connection needs re-authorisation.".into());
+            return Err(ApiError::bad_request("needs_reauth", why));
+        }
+        _ => {}
     }
     let token = state.store.get_token(id).await.map_err(store_error)?.ok_or(ApiError::NotFound("Integration token"))?;
     tokens::refresh(&state, token, "manual", &client).await?;
@@ -206,8 +214,12 @@ async fn sync_one(
         Ok(None) => return ("needs_reauth", "No token is stored; connect again.".into()),
         Err(error) => return ("error", store_error(error).to_string()),
     };
-    let due = token.expires_at < NEVER_EXPIRES
-        && token.expires_at - chrono::Utc::now().naive_utc() < chrono::Duration::seconds(SYNC_LEAD_SECONDS);
+    let due = if token.expires_at >= NEVER_EXPIRES {
+        // A token without expiry is only known dead when the provider refuses it (Notion).
+        token_rejected_by_provider(state, &token).await
+    } else {
+        token.expires_at - chrono::Utc::now().naive_utc() < chrono::Duration::seconds(SYNC_LEAD_SECONDS)
+    };
     if !due {
         return ("ok", "The token is valid.".into());
     }
@@ -219,4 +231,16 @@ async fn sync_one(
         Err(error) if error.code() == "needs_reauth" => ("needs_reauth", error.to_string()),
         Err(error) => ("error", error.to_string()),
     }
+}
+
+/// Whether the provider's identity endpoint refuses the token (only for providers that have one).
+async fn token_rejected_by_provider(state: &AppState, token: &crate::store::StoredToken) -> bool {
+    let Some(provider) = state.providers.get(&token.provider) else { return false };
+    let Some(url) = provider.userinfo_url.as_deref() else { return false };
+    let column = crate::oauth::flow::token_column("oauth_tokens.access_token", token.user_id, &token.provider);
+    let Ok(access) = state.keys.decrypt(&token.access_token, &column) else { return true };
+    matches!(
+        crate::oauth::client::fetch_json(&state.http, provider, url, &access).await,
+        Err(crate::oauth::client::ProviderError::Rejected { .. })
+    )
 }

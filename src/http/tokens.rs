@@ -28,6 +28,9 @@ pub fn router() -> Router<AppState> {
 pub(super) struct TokenQuery {
     /// Refresh first when the token expires within this many seconds (0-86400, default 60).
     min_ttl: Option<i64>,
+    /// The provider rejected the token you were given (HTTP 401): refresh it now. Concurrent
+    /// callers reporting the same token share one refresh.
+    force_refresh: Option<bool>,
 }
 
 impl TokenQuery {
@@ -42,12 +45,22 @@ impl TokenQuery {
     }
 }
 
-/// Only service keys may read raw tokens, unless the operator lets users read their own.
-fn authorise(state: &AppState, caller: &Caller, token: &StoredToken) -> Result<(), ApiError> {
+/// Only service keys may read raw tokens, unless the operator lets users read their own. Decided
+/// before any lookup, so the answer says nothing about which integrations exist.
+fn gate(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
     match caller {
-        Caller::Service(_) => Ok(()),
-        Caller::User(user) if state.config.expose_tokens_to_users && user.user_id == token.user_id => Ok(()),
-        Caller::User(_) => Err(ApiError::Forbidden("Only backend services may read raw access tokens.".into())),
+        Caller::User(_) if !state.config.expose_tokens_to_users => {
+            Err(ApiError::Forbidden("Only backend services may read raw access tokens.".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// With user access enabled, a user reads only their own tokens (others' are 404).
+fn authorise(caller: &Caller, token: &StoredToken) -> Result<(), ApiError> {
+    match caller {
+        Caller::User(user) if user.user_id != token.user_id => Err(ApiError::NotFound("Integration")),
+        _ => Ok(()),
     }
 }
 
@@ -60,6 +73,7 @@ pub(super) async fn by_integration(
     Path(id): Path<i32>,
     Query(query): Query<TokenQuery>,
 ) -> ApiResult<Json<HandedOutToken>> {
+    gate(&state, &caller)?;
     let min_ttl = query.min_ttl()?;
     let stored = match state.store.get_token(id).await.map_err(store_error)? {
         Some(stored) => stored,
@@ -70,8 +84,8 @@ pub(super) async fn by_integration(
     {
         return Err(ApiError::NotFound("Integration"));
     }
-    authorise(&state, &caller, &stored)?;
-    Ok(Json(tokens::hand_out(&state, stored, min_ttl, &client).await?))
+    authorise(&caller, &stored)?;
+    Ok(Json(tokens::hand_out(&state, stored, min_ttl, query.force_refresh.unwrap_or(false), &client).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/oauth/users/{user_id}/integrations/{provider}/token", tag = "tokens", params(("user_id" = i32, Path), ("provider" = String, Path), TokenQuery), security(("service_key" = [])),
@@ -83,6 +97,7 @@ pub(super) async fn by_owner(
     Path((user_id, provider)): Path<(i32, String)>,
     Query(query): Query<TokenQuery>,
 ) -> ApiResult<Json<HandedOutToken>> {
+    gate(&state, &caller)?;
     let min_ttl = query.min_ttl()?;
     if let Caller::User(user) = &caller
         && !user.may_access(user_id)
@@ -95,8 +110,8 @@ pub(super) async fn by_owner(
         .await
         .map_err(store_error)?
         .ok_or(ApiError::NotFound("Integration"))?;
-    authorise(&state, &caller, &stored)?;
-    Ok(Json(tokens::hand_out(&state, stored, min_ttl, &client).await?))
+    authorise(&caller, &stored)?;
+    Ok(Json(tokens::hand_out(&state, stored, min_ttl, query.force_refresh.unwrap_or(false), &client).await?))
 }
 
 /// Why there is no token: a disconnected integration (409) or none at all (404).

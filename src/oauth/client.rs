@@ -84,19 +84,19 @@ pub async fn revoke(
     Err(error_from(response).await)
 }
 
-/// GETs a JSON document with the access token (userinfo, Graph `/me`, YouTube channels).
+/// GETs a JSON document with the access token (userinfo, Graph `/me`, YouTube channels), with
+/// the provider's extra headers (Notion's API wants its `Notion-Version` everywhere).
 pub async fn fetch_json(
     http: &reqwest::Client,
+    provider: &Provider,
     url: &str,
     access_token: &SecretString,
 ) -> Result<Value, ProviderError> {
-    let response = http
-        .get(url)
-        .bearer_auth(access_token.expose_secret())
-        .header(ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(transport)?;
+    let mut request = http.get(url).bearer_auth(access_token.expose_secret()).header(ACCEPT, "application/json");
+    for (name, value) in &provider.token_request_headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let response = request.send().await.map_err(transport)?;
     if !response.status().is_success() {
         return Err(error_from(response).await);
     }

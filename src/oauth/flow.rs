@@ -406,7 +406,7 @@ async fn identity_document(
     id_claims: Option<Value>,
 ) -> Result<Value, ApiError> {
     let fetch = |url: String| async move {
-        client::fetch_json(&state.http, &url, &tokens.access_token)
+        client::fetch_json(&state.http, provider, &url, &tokens.access_token)
             .await
             .map_err(|error| provider_failure(error, "identity_unavailable", "The provider's identity endpoint failed"))
     };

@@ -13,9 +13,9 @@ use super::providers::Provider;
 
 /// How long a fetched JWKS is trusted before it is fetched again.
 const JWKS_TTL: Duration = Duration::from_secs(3600);
-/// An unknown `kid` triggers a re-fetch at most this often per JWKS (keys rotate rarely; forged
-/// tokens with random kids must not turn us into a JWKS-fetching amplifier).
-const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// An unknown `kid` triggers a re-fetch at most this often per JWKS: a rotation is picked up at
+/// once, but forged tokens with random kids cannot turn us into a JWKS-fetching amplifier.
+const REFETCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why an ID token was refused.
 #[derive(Debug, thiserror::Error)]

@@ -60,7 +60,8 @@ pub fn providers_toml(google: &str, microsoft: &str, notion: &str) -> String {
          [providers.notion]\n\
          authorization_url = \"{notion}/v1/oauth/authorize\"\n\
          token_url = \"{notion}/v1/oauth/token\"\n\
-         revocation_url = \"{notion}/v1/oauth/revoke\"\n",
+         revocation_url = \"{notion}/v1/oauth/revoke\"\n\
+         userinfo_url = \"{notion}/v1/users/me\"\n",
         google_provider = google_block("google"),
         youtube_provider = google_block("youtube"),
     )

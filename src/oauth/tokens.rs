@@ -35,11 +35,13 @@ impl std::fmt::Debug for HandedOutToken {
     }
 }
 
-/// Hands out the access token of `stored`, refreshing first when it expires within `min_ttl`.
+/// Hands out the access token of `stored`, refreshing first when it expires within `min_ttl`
+/// seconds or when the caller reports it rejected (`force_refresh`).
 pub async fn hand_out(
     state: &AppState,
     stored: StoredToken,
     min_ttl: i64,
+    force_refresh: bool,
     client: &ClientInfo,
 ) -> Result<HandedOutToken, ApiError> {
     let stored = match stored.status {
@@ -49,6 +51,9 @@ pub async fn hand_out(
                 code: "integration_revoked",
                 detail: "The integration was disconnected.".into(),
             });
+        }
+        _ if force_refresh && !recently_written(&stored) => {
+            refresh(state, stored, "rejected_by_provider", client).await?
         }
         _ if expires_within(&stored, min_ttl) => refresh(state, stored, "hand_out", client).await?,
         _ => stored,
@@ -73,8 +78,24 @@ pub async fn hand_out(
     })
 }
 
-fn expires_within(stored: &StoredToken, seconds: i64) -> bool {
-    stored.expires_at < NEVER_EXPIRES && stored.expires_at - Utc::now().naive_utc() < Duration::seconds(seconds)
+/// Whether the token expires within `min_ttl` seconds. `min_ttl` is capped at half the lifetime
+/// the provider granted: a caller asking for more than a provider ever gives would otherwise
+/// trigger a refresh on every hand-out.
+fn expires_within(stored: &StoredToken, min_ttl: i64) -> bool {
+    if stored.expires_at >= NEVER_EXPIRES {
+        return false;
+    }
+    let lifetime = (stored.expires_at - stored.updated_at).max(Duration::zero());
+    let wanted = Duration::seconds(min_ttl).min(lifetime / 2);
+    stored.expires_at - Utc::now().naive_utc() <= wanted
+}
+
+/// A `force_refresh` this soon after the token was written is served the new token: callers
+/// that all saw the same rejected token share one refresh.
+const FORCE_REFRESH_DEBOUNCE_SECONDS: i64 = 30;
+
+fn recently_written(stored: &StoredToken) -> bool {
+    Utc::now().naive_utc() - stored.updated_at < Duration::seconds(FORCE_REFRESH_DEBOUNCE_SECONDS)
 }
 
 fn needs_reauth() -> ApiError {

@@ -138,6 +138,8 @@ pub struct StoredToken {
     pub token_type: String,
     pub expires_at: NaiveDateTime,
     pub scope: Option<String>,
+    /// When the token row was last written (connect or refresh).
+    pub updated_at: NaiveDateTime,
 }
 
 /// A new authorization state (`oauth_state`).

@@ -33,7 +33,7 @@ macro_rules! integration_columns {
 macro_rules! token_columns {
     () => {
         "t.integration_id, i.user_id, i.provider, i.status, t.access_token,
-    t.refresh_token, t.token_type, t.expires_at, t.scope"
+    t.refresh_token, t.token_type, t.expires_at, t.scope, t.updated_at"
     };
 }
 
@@ -67,6 +67,7 @@ fn stored_token(row: &PgRow) -> Result<StoredToken, sqlx::Error> {
         token_type: row.try_get("token_type")?,
         expires_at: row.try_get("expires_at")?,
         scope: row.try_get("scope")?,
+        updated_at: row.try_get("updated_at")?,
     })
 }
 

@@ -1,6 +1,8 @@
 //! Integration tests: the real router over loopback HTTP, real PostgreSQL and SQLite, real crypto.
 
 mod auth;
+mod flow;
+mod openapi;
 mod plumbing;
 mod schema;
 mod store;

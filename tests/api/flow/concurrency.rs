@@ -1,0 +1,50 @@
+//! One refresh per integration across processes: concurrent callers share its result.
+
+use std::collections::HashSet;
+
+use sqlx::Connection;
+
+use super::support::{API, Harness, json_body};
+use crate::support::{Backend, SERVICE_KEY, TestApp};
+
+/// How many token requests race each other.
+const CALLERS: usize = 100;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn concurrent_hand_outs_across_two_apps_share_one_refresh() {
+    let h = Harness::start(Backend::Postgres).await;
+    let second = TestApp::spawn(h.config()).await;
+    let id = h.connect("google").await;
+    let first = h.token_body(id, 60).await["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(h.google.handle.counters().refreshes, 0);
+
+    // The stored token expires: every caller needs a fresh one, and whichever app's caller gets
+    // the lock first refreshes; everybody else, in either app, must share its result (CONTRACT
+    // §3, concurrency rule), including callers that arrive after the refresh has committed.
+    let mut database = sqlx::PgConnection::connect(&h.database_url).await.unwrap();
+    sqlx::query(
+        "UPDATE oauth_tokens SET expires_at = now() AT TIME ZONE 'utc' - interval '1 minute' WHERE integration_id = $1",
+    )
+    .bind(id as i32)
+    .execute(&mut database)
+    .await
+    .unwrap();
+    let path = format!("{API}/integrations/{id}/token?min_ttl=60");
+    let urls = [h.app.url(&path), second.url(&path)];
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|i| {
+            let request = h.app.client.get(&urls[i % 2]).bearer_auth(SERVICE_KEY);
+            tokio::spawn(async move { json_body(request.send().await.unwrap(), 200).await })
+        })
+        .collect();
+    let mut tokens = HashSet::new();
+    for caller in callers {
+        let body = caller.await.unwrap();
+        tokens.insert(body["access_token"].as_str().unwrap().to_owned());
+    }
+
+    assert_eq!(tokens.len(), 1, "all {CALLERS} callers got the same token: {tokens:?}");
+    assert!(!tokens.contains(&first), "the token was refreshed");
+    assert!(h.google.handle.is_access_token_live(tokens.iter().next().unwrap()));
+    assert_eq!(h.google.handle.counters().refreshes, 1, "one refresh for everybody");
+}

@@ -1,0 +1,272 @@
+//! The connect-flow harness: an app pointed at one emulator per provider flavor, a user, and
+//! the browser's steps (initiate, consent, callback) as plain HTTP calls.
+
+use oauth_manager::oauth::sandbox::{credential_env, emulator_config, providers_toml};
+use provider_emulators::{Flavor, RunningEmulator};
+use reqwest::Response;
+use serde_json::{Value, json};
+use url::Url;
+
+use crate::support::{Backend, SERVICE_KEY, TestApp, TestConfig, TestUser, existing_schema_database, fresh_sqlite_url};
+
+/// The API prefix.
+pub const API: &str = "/api/v1/oauth";
+
+/// An app whose four built-in providers are served by loopback emulators, and a user of it.
+pub struct Harness {
+    pub app: TestApp,
+    /// Google's emulator, also serving YouTube.
+    pub google: RunningEmulator,
+    pub microsoft: RunningEmulator,
+    pub notion: RunningEmulator,
+    /// The user who connects (`owner@example.com`; the provider login defaults to alice@example.com).
+    pub user: TestUser,
+    /// The app's database, for a second app on the same one.
+    pub database_url: String,
+}
+
+impl Harness {
+    /// A harness on a fresh database of `backend`.
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |config| config).await
+    }
+
+    /// A harness whose app configuration `adjust` changes before start.
+    pub async fn start_with(backend: Backend, adjust: impl FnOnce(TestConfig) -> TestConfig) -> Self {
+        let database_url = match backend {
+            Backend::Postgres => existing_schema_database().await,
+            Backend::Sqlite => fresh_sqlite_url(),
+        };
+        let google = provider_emulators::spawn(emulator_config(Flavor::Google)).await.unwrap();
+        let microsoft = provider_emulators::spawn(emulator_config(Flavor::Microsoft)).await.unwrap();
+        let notion = provider_emulators::spawn(emulator_config(Flavor::Notion)).await.unwrap();
+        let config = app_config(&database_url, &google, &microsoft, &notion);
+        let app = TestApp::spawn(adjust(config)).await;
+        let user = app.user("owner@example.com").await;
+        Self { app, google, microsoft, notion, user, database_url }
+    }
+
+    /// The configuration of another app on the same database and emulators.
+    pub fn config(&self) -> TestConfig {
+        app_config(&self.database_url, &self.google, &self.microsoft, &self.notion)
+    }
+
+    /// `POST /initiate` as the harness user, `extra` merged into `{provider}`.
+    pub async fn initiate(&self, provider: &str, extra: Value) -> Response {
+        self.initiate_as(&self.user.token, provider, extra).await
+    }
+
+    /// `POST /initiate` as the holder of `token`.
+    pub async fn initiate_as(&self, token: &str, provider: &str, extra: Value) -> Response {
+        let mut body = json!({ "provider": provider });
+        if let Value::Object(fields) = extra {
+            body.as_object_mut().unwrap().extend(fields);
+        }
+        self.app
+            .client
+            .post(self.app.url(&format!("{API}/initiate")))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A successful `POST /initiate`: its body.
+    pub async fn initiated(&self, provider: &str, extra: Value) -> Value {
+        json_body(self.initiate(provider, extra).await, 200).await
+    }
+
+    /// The user approves at the provider (`login`, `granted_scope` optional); the callback URL.
+    pub async fn approve(&self, authorization_url: &str, login: Option<&str>, granted_scope: Option<&str>) -> String {
+        let mut extra = vec![("decision", "approve")];
+        extra.extend(login.map(|login| ("login", login)));
+        extra.extend(granted_scope.map(|scope| ("granted_scope", scope)));
+        consent(&self.app.client, authorization_url, &extra).await
+    }
+
+    /// The user denies at the provider; the callback URL (carrying `error=access_denied`).
+    pub async fn deny(&self, authorization_url: &str) -> String {
+        consent(&self.app.client, authorization_url, &[("decision", "deny")]).await
+    }
+
+    /// The browser arrives at our callback `url` (no JWT).
+    pub async fn callback(&self, url: &str) -> Response {
+        self.app.client.get(url).send().await.unwrap()
+    }
+
+    /// Initiate, approve as the default login, and land on the callback: its response.
+    pub async fn attempt_connect(&self, provider: &str) -> Response {
+        let flow = self.initiated(provider, json!({})).await;
+        let callback_url = self.approve(flow["authorization_url"].as_str().unwrap(), None, None).await;
+        self.callback(&callback_url).await
+    }
+
+    /// A completed connection of `provider`: its integration id.
+    pub async fn connect(&self, provider: &str) -> i64 {
+        let body = json_body(self.attempt_connect(provider).await, 200).await;
+        assert_eq!(body["provider"], provider, "{body}");
+        assert_eq!(body["status"], "active", "{body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+        body["integration_id"].as_i64().unwrap_or_else(|| panic!("integration_id in {body}"))
+    }
+
+    /// `GET /integrations/{id}/token?min_ttl=` with the service key.
+    pub async fn token(&self, id: i64, min_ttl: u64) -> Response {
+        service_get(&self.app, &format!("{API}/integrations/{id}/token?min_ttl={min_ttl}")).await
+    }
+
+    /// A token hand-out that succeeded: its body.
+    pub async fn token_body(&self, id: i64, min_ttl: u64) -> Value {
+        json_body(self.token(id, min_ttl).await, 200).await
+    }
+
+    /// `GET API + path` as the harness user.
+    pub async fn get(&self, path: &str) -> Response {
+        self.app.get(&format!("{API}{path}"), Some(&self.user.token)).await
+    }
+
+    /// `POST API + path` as the harness user, no body.
+    pub async fn post(&self, path: &str) -> Response {
+        self.app.client.post(self.app.url(&format!("{API}{path}"))).bearer_auth(&self.user.token).send().await.unwrap()
+    }
+
+    /// `DELETE API + path` as the harness user.
+    pub async fn delete(&self, path: &str) -> Response {
+        self.app
+            .client
+            .delete(self.app.url(&format!("{API}{path}")))
+            .bearer_auth(&self.user.token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `POST /integrations/{id}/refresh` as the harness user.
+    pub async fn refresh(&self, id: i64) -> Response {
+        self.post(&format!("/integrations/{id}/refresh")).await
+    }
+
+    /// One integration, as the harness user sees it.
+    pub async fn integration(&self, id: i64) -> Value {
+        json_body(self.get(&format!("/integrations/{id}")).await, 200).await
+    }
+
+    /// All the harness user's integrations, revoked ones included.
+    pub async fn all_integrations(&self) -> Value {
+        json_body(self.get("/integrations?active_only=false").await, 200).await
+    }
+
+    /// Asserts a refused flow wrote nothing: no integration, no `connect` audit event.
+    pub async fn assert_nothing_written(&self, context: &str) {
+        assert_eq!(self.all_integrations().await, json!([]), "{context}: no integration");
+        let audit = json_body(self.get("/audit?action=connect").await, 200).await;
+        assert_eq!(audit["events"], json!([]), "{context}: no connect event");
+    }
+}
+
+/// The test configuration pointing the built-ins at the three emulators.
+fn app_config(
+    database_url: &str,
+    google: &RunningEmulator,
+    microsoft: &RunningEmulator,
+    notion: &RunningEmulator,
+) -> TestConfig {
+    let mut config = TestConfig::new(database_url);
+    config.providers_toml = Some(providers_toml(&google.base_url, &microsoft.base_url, &notion.base_url));
+    for (name, value) in credential_env() {
+        config = config.set(name, value);
+    }
+    config
+}
+
+/// Posts the consent form for `authorization_url` with `extra` fields; the 303's Location.
+async fn consent(client: &reqwest::Client, authorization_url: &str, extra: &[(&str, &str)]) -> String {
+    let url = Url::parse(authorization_url).unwrap();
+    let mut form: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    form.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let mut action = url.clone();
+    action.set_query(None);
+    let response = client.post(action).form(&form).send().await.unwrap();
+    let status = response.status();
+    let location = response.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
+    let body = response.text().await.unwrap_or_default();
+    assert_eq!(status, 303, "the consent form redirects back: {body}");
+    location.unwrap()
+}
+
+/// `GET path` with the service key.
+pub async fn service_get(app: &TestApp, path: &str) -> Response {
+    app.client.get(app.url(path)).bearer_auth(SERVICE_KEY).send().await.unwrap()
+}
+
+/// Asserts `status` and returns the JSON body (the body is shown when the status differs).
+pub async fn json_body(response: Response, status: u16) -> Value {
+    let actual = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert_eq!(actual, status, "unexpected status; body: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|error| panic!("JSON body ({error}): {text}"))
+}
+
+/// Asserts a problem-JSON answer with `status` and `code`; returns the body.
+pub async fn problem(response: Response, status: u16, code: &str) -> Value {
+    let content_type = response.headers().get("content-type").map(|c| c.to_str().unwrap().to_owned());
+    let body = json_body(response, status).await;
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status, "{body}");
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"), "{body}");
+    body
+}
+
+/// Asserts the token endpoint refused to hand out a token for a revoked or broken integration.
+pub async fn assert_no_token(response: Response) {
+    let status = response.status().as_u16();
+    let body = json_body(response, status).await;
+    let refused = matches!(
+        (status, body["code"].as_str()),
+        (409, Some("needs_reauth" | "integration_revoked")) | (404, Some("not_found" | "integration_revoked"))
+    );
+    assert!(refused, "no token is handed out, got {status}: {body}");
+    assert!(body.get("access_token").is_none(), "{body}");
+}
+
+/// The value of query parameter `name` in `url`.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    Url::parse(url).unwrap().query_pairs().find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
+}
+
+/// `url` with query parameter `name` set to `value` (replacing it where present).
+pub fn with_query_param(url: &str, name: &str, value: &str) -> String {
+    let mut parsed = Url::parse(url).unwrap();
+    let pairs: Vec<(String, String)> =
+        parsed.query_pairs().filter(|(key, _)| key != name).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    parsed.query_pairs_mut().clear().extend_pairs(pairs).append_pair(name, value);
+    parsed.to_string()
+}
+
+/// `url` with its path replaced.
+pub fn with_path(url: &str, path: &str) -> String {
+    let mut parsed = Url::parse(url).unwrap();
+    parsed.set_path(path);
+    parsed.to_string()
+}
+
+/// Sorted strings of a JSON array, for order-insensitive comparisons.
+pub fn sorted_strings(value: &Value) -> Vec<String> {
+    let mut strings: Vec<String> = value
+        .as_array()
+        .unwrap_or_else(|| panic!("an array: {value}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    strings.sort();
+    strings
+}
+
+/// The single integration in a list, asserting there is exactly one.
+pub fn only(list: &Value) -> &Value {
+    let items = list.as_array().unwrap_or_else(|| panic!("an array: {list}"));
+    assert_eq!(items.len(), 1, "exactly one integration: {list}");
+    &items[0]
+}
