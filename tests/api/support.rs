@@ -125,9 +125,19 @@ pub struct TestApp {
     pub address: SocketAddr,
     pub state: AppState,
     pub client: reqwest::Client,
+    /// Dropping it stops the background tasks (usage flusher, refresher), as shutdown does.
+    _background: tokio::sync::watch::Sender<bool>,
 }
 
 impl TestApp {
+    /// The app whose server is serving: starts the background tasks, as `serve` does.
+    fn running(address: SocketAddr, state: AppState) -> Self {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        oauth_manager::startup::spawn_background(&state, stopped);
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Self { address, state, client, _background: stop }
+    }
+
     /// Starts an app on a fresh database of `backend`.
     pub async fn start(backend: Backend) -> Self {
         let url = match backend {
@@ -151,8 +161,7 @@ impl TestApp {
         tokio::spawn(async move {
             axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
         });
-        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        Self { address, state, client }
+        Self::running(address, state)
     }
 
     /// Absolute URL of `path` on this app.
@@ -236,4 +245,31 @@ macro_rules! on_both_backends {
             }
         )*
     };
+}
+
+/// An operator config file (`OAUTH_CONFIG_FILE`) with `toml` in a temp dir; its path.
+pub fn config_file(toml: &str) -> String {
+    let path = std::env::temp_dir().join(format!("oam-config-{}.toml", oauth_manager::crypto::random_token(6)));
+    std::fs::write(&path, toml).unwrap();
+    path.display().to_string()
+}
+
+impl TestApp {
+    /// Starts an app in sandbox mode: the emulators nested under `/_sandbox` of the same server,
+    /// exactly as `cargo run` serves them.
+    pub async fn spawn_sandbox(config: TestConfig) -> Self {
+        let env = config.env;
+        let lookup = |name: &str| env.get(name).cloned();
+        let mut settings = Config::load(&lookup).expect("test configuration is valid");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        settings.public_base_url = format!("http://{address}").parse().unwrap();
+        let (providers, sandbox) = oauth_manager::startup::sandbox(&settings, None).expect("sandbox builds");
+        let state = oauth_manager::startup::build_state(settings, providers).await.expect("app state builds");
+        let app = oauth_manager::http::router(state.clone()).nest(oauth_manager::startup::SANDBOX_PREFIX, sandbox);
+        tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
+        });
+        Self::running(address, state)
+    }
 }

@@ -1,5 +1,6 @@
 //! The connect flow end to end against the provider emulators: each provider's life cycle, the
-//! attacks the flow refuses, isolation between users, and refresh concurrency across apps.
+//! attacks the flow refuses, isolation between users, refresh concurrency across apps, and resilience
+//! (failing providers, key rotation, the background tasks, the sandbox).
 
 mod attacks;
 mod concurrency;
@@ -7,5 +8,6 @@ mod google;
 mod isolation;
 mod microsoft;
 mod notion;
+mod resilience;
 mod support;
 mod youtube;
