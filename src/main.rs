@@ -20,12 +20,28 @@ enum Command {
     /// Run the HTTP service (the default).
     Serve,
     /// Create missing tables and exit (changes nothing on an up-to-date database).
-    Migrate,
+    Migrate {
+        /// Also relax the schema's provider CHECK constraints so providers added in
+        /// OAUTH_PROVIDERS_FILE can be stored (PostgreSQL; an explicit, one-way opt-in).
+        #[arg(long)]
+        allow_custom_providers: bool,
+    },
     /// Print shell `export`s for trying the API locally: a JWT for the demo user (created if
     /// missing) and the development service key. Only with the embedded SQLite setup.
     DemoCredentials,
     /// Validate the configuration and the provider file, print a summary without secrets, and exit.
     CheckConfig,
+}
+
+async fn migrate(config: Config, providers: Providers, allow_custom_providers: bool) -> anyhow::Result<()> {
+    startup::announce(&config);
+    let state = startup::build_state(config, providers).await?;
+    if allow_custom_providers {
+        state.store.allow_custom_providers().await?;
+        tracing::info!("provider CHECK constraints relaxed: providers beyond the built-ins can be stored");
+    }
+    tracing::info!("migrations applied");
+    Ok(())
 }
 
 async fn serve(config: Config, providers: Providers) -> anyhow::Result<()> {
@@ -116,15 +132,7 @@ async fn main() -> ExitCode {
             }
             Ok(())
         }
-        Command::Migrate => {
-            async {
-                startup::announce(&config);
-                startup::build_state(config, providers).await?;
-                tracing::info!("migrations applied");
-                Ok(())
-            }
-            .await
-        }
+        Command::Migrate { allow_custom_providers } => migrate(config, providers, allow_custom_providers).await,
         Command::Serve => serve(config, providers).await,
         Command::DemoCredentials => demo_credentials(config, providers).await,
     };

@@ -75,6 +75,9 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
     /// Creates the tables where they are missing (see `migrations/`).
     async fn migrate(&self) -> anyhow::Result<()>;
+    /// The explicit opt-in that lets providers beyond the four built-ins be stored (relaxes the
+    /// schema's provider CHECK constraints). PostgreSQL only.
+    async fn allow_custom_providers(&self) -> anyhow::Result<()>;
 
     /// Inserts a `users` row. The host application owns users: this is for the sandbox and tests.
     async fn create_user(&self, email: &str) -> StoreResult<i32>;

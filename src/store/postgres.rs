@@ -215,6 +215,13 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn allow_custom_providers(&self) -> anyhow::Result<()> {
+        sqlx::raw_sql(include_str!("../../migrations/optional/postgres_custom_providers.sql"))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn create_user(&self, email: &str) -> StoreResult<i32> {
         let id = sqlx::query_scalar("INSERT INTO users (email, is_active) VALUES ($1, true) RETURNING id")
             .bind(email)

@@ -225,6 +225,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn allow_custom_providers(&self) -> anyhow::Result<()> {
+        // SQLite cannot drop a CHECK constraint without rebuilding every table; the embedded
+        // store is for trying the service, so it keeps the four built-ins.
+        anyhow::bail!("custom providers need PostgreSQL: SQLite cannot relax the schema's provider constraints")
+    }
+
     async fn create_user(&self, email: &str) -> StoreResult<i32> {
         let id = sqlx::query_scalar("INSERT INTO users (email, is_active) VALUES ($1, true) RETURNING id")
             .bind(email)

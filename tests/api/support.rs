@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use jsonwebtoken::{EncodingKey, Header, encode};
 use oauth_manager::auth::Claims;
@@ -26,13 +26,17 @@ fn admin_url() -> String {
 }
 
 static DATABASE_COUNTER: AtomicUsize = AtomicUsize::new(0);
+static STALE_DATABASES_DROPPED: AtomicBool = AtomicBool::new(false);
 
 /// A fresh, empty PostgreSQL database; its URL. Databases of test processes that are gone are
 /// dropped on the way, so repeated runs do not pile them up.
 pub async fn fresh_postgres_database() -> String {
     let admin = admin_url();
     let mut connection = PgConnection::connect(&admin).await.expect("PostgreSQL is running (see .ci/run)");
-    drop_stale_databases(&mut connection).await;
+    // Once per test process: the first test cleans up after earlier runs, the rest go on.
+    if !STALE_DATABASES_DROPPED.swap(true, Ordering::SeqCst) {
+        drop_stale_databases(&mut connection).await;
+    }
     let name = format!(
         "oam_test_{}_{}_{}",
         std::process::id(),

@@ -4,6 +4,7 @@
 
 mod attacks;
 mod concurrency;
+mod custom_provider;
 mod google;
 mod isolation;
 mod microsoft;
