@@ -17,11 +17,13 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
 use axum::http::{Request, StatusCode};
 use tower::ServiceBuilder;
+use tower_http::LatencyUnit;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 pub use client_info::RequestClient;
 
@@ -40,21 +42,26 @@ pub fn router(state: AppState) -> Router {
     let middleware = ServiceBuilder::new()
         .layer(SetSensitiveHeadersLayer::new([AUTHORIZATION, COOKIE, SET_COOKIE]))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-            let matched_path = request
-                .extensions()
-                .get::<axum::extract::MatchedPath>()
-                .map(|path| path.as_str().to_owned())
-                .unwrap_or_default();
-            let request_id = request
-                .headers()
-                .get("x-request-id")
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            // The URI's query is left out on purpose: callbacks carry codes and states.
-            tracing::info_span!("request", method = %request.method(), path = %matched_path, request_id)
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    let matched_path = request
+                        .extensions()
+                        .get::<axum::extract::MatchedPath>()
+                        .map(|path| path.as_str().to_owned())
+                        .unwrap_or_default();
+                    let request_id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    // The URI's query is left out on purpose: callbacks carry codes and states.
+                    tracing::info_span!("request", method = %request.method(), path = %matched_path, request_id)
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Millis)),
+        )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(axum::middleware::map_response(problems::problem_for_bare_errors))
         .layer(CatchPanicLayer::custom(problems::panic_response))
