@@ -153,15 +153,33 @@ impl TestApp {
 
     /// Starts an app with `config`, bound to 127.0.0.1:0.
     pub async fn spawn(config: TestConfig) -> Self {
+        Self::serve(config, false).await
+    }
+
+    /// Starts an app in sandbox mode: the emulators nested under `/_sandbox` of the same server,
+    /// exactly as `cargo run` serves them.
+    pub async fn spawn_sandbox(config: TestConfig) -> Self {
+        Self::serve(config, true).await
+    }
+
+    async fn serve(config: TestConfig, sandbox: bool) -> Self {
         let env = config.env;
         let lookup = |name: &str| env.get(name).cloned();
         let mut settings = Config::load(&lookup).expect("test configuration is valid");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         settings.public_base_url = format!("http://{address}").parse().unwrap();
-        let providers = Providers::load(config.providers_toml.as_deref(), &lookup).expect("providers load");
+        let (providers, emulators) = if sandbox {
+            let (providers, emulators) = oauth_manager::startup::sandbox(&settings, None).expect("sandbox builds");
+            (providers, Some(emulators))
+        } else {
+            (Providers::load(config.providers_toml.as_deref(), &lookup).expect("providers load"), None)
+        };
         let state = oauth_manager::startup::build_state(settings, providers).await.expect("app state builds");
-        let app = oauth_manager::http::router(state.clone());
+        let mut app = oauth_manager::http::router(state.clone());
+        if let Some(emulators) = emulators {
+            app = app.nest(oauth_manager::startup::SANDBOX_PREFIX, emulators);
+        }
         tokio::spawn(async move {
             axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
         });
@@ -256,24 +274,4 @@ pub fn config_file(toml: &str) -> String {
     let path = std::env::temp_dir().join(format!("oam-config-{}.toml", oauth_manager::crypto::random_token(6)));
     std::fs::write(&path, toml).unwrap();
     path.display().to_string()
-}
-
-impl TestApp {
-    /// Starts an app in sandbox mode: the emulators nested under `/_sandbox` of the same server,
-    /// exactly as `cargo run` serves them.
-    pub async fn spawn_sandbox(config: TestConfig) -> Self {
-        let env = config.env;
-        let lookup = |name: &str| env.get(name).cloned();
-        let mut settings = Config::load(&lookup).expect("test configuration is valid");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        settings.public_base_url = format!("http://{address}").parse().unwrap();
-        let (providers, sandbox) = oauth_manager::startup::sandbox(&settings, None).expect("sandbox builds");
-        let state = oauth_manager::startup::build_state(settings, providers).await.expect("app state builds");
-        let app = oauth_manager::http::router(state.clone()).nest(oauth_manager::startup::SANDBOX_PREFIX, sandbox);
-        tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
-        });
-        Self::running(address, state)
-    }
 }
