@@ -20,6 +20,9 @@ pub enum ApiError {
     /// A valid caller that may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// A valid JWT whose `user_id` has no row in the host application's `users` table.
+    #[error("Your user account does not exist in this service's database; ask an administrator.")]
+    UnknownUser,
     /// The resource does not exist, or belongs to somebody else (no existence oracle).
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -50,7 +53,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::UnknownUser => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Conflict { .. } => StatusCode::CONFLICT,
@@ -65,6 +68,7 @@ impl ApiError {
         match self {
             Self::Unauthenticated => "authentication_required",
             Self::Forbidden(_) => "forbidden",
+            Self::UnknownUser => "unknown_user",
             Self::NotFound(_) => "not_found",
             Self::BadRequest { code, .. }
             | Self::Conflict { code, .. }

@@ -491,9 +491,7 @@ pub fn provider_failure(error: ProviderError, code: &'static str, what: &str) ->
 /// Maps store errors to API errors (unknown users are the caller's problem, not ours).
 pub fn store_error(error: StoreError) -> ApiError {
     match error {
-        StoreError::UnknownUser => ApiError::Forbidden(
-            "Your user account does not exist in this service's database; ask an administrator.".into(),
-        ),
+        StoreError::UnknownUser => ApiError::UnknownUser,
         StoreError::ProviderNotAllowed => ApiError::bad_request(
             "provider_not_allowed",
             "The database schema does not allow this provider; an operator must run the opt-in migration.",

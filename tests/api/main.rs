@@ -1,6 +1,7 @@
 //! Integration tests: the real router over loopback HTTP, real PostgreSQL and SQLite, real crypto.
 
 mod auth;
+mod cli;
 mod flow;
 mod openapi;
 mod plumbing;
