@@ -16,6 +16,7 @@ use crate::store;
 /// Builds the application state: opens and migrates the database, loads keys and providers.
 pub async fn build_state(config: Config, providers: Providers) -> anyhow::Result<AppState> {
     let keys = KeyRing::parse(&config.encryption_keys).context("OAUTH_ENCRYPTION_KEY")?;
+    let config_max_connections = config.database_max_connections;
     let store = store::connect(&config).await?;
     store.migrate().await.context("running migrations")?;
     for provider in providers.iter() {
@@ -40,6 +41,7 @@ pub async fn build_state(config: Config, providers: Providers) -> anyhow::Result
         config: Arc::new(config),
         jwks: Arc::default(),
         refresh_locks: Arc::default(),
+        refresh_slots: Arc::new(tokio::sync::Semaphore::new((config_max_connections / 2).max(1) as usize)),
         usage: Arc::default(),
     })
 }

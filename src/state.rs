@@ -24,6 +24,9 @@ pub struct AppState {
     pub jwks: Arc<JwksCache>,
     /// In-process single flight of refreshes, in front of the store's cross-process lock.
     pub refresh_locks: Arc<KeyedLocks>,
+    /// Bounds concurrent refreshes, each of which holds a database connection while the provider
+    /// answers, below the pool size so the hand-out path always finds a connection.
+    pub refresh_slots: Arc<tokio::sync::Semaphore>,
     /// Token hand-outs waiting for the flusher.
     pub usage: Arc<UsageRecorder>,
 }

@@ -18,7 +18,6 @@ use crate::auth::UserCaller;
 use crate::crypto::{column, random_token, sha256_hex};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::NEVER_EXPIRES;
 use crate::store::{AuditAction, AuditEntry, ClientInfo, ConnectRecord, Integration, NewState, StoreError};
 
 /// Version recorded with every consent row.
@@ -363,11 +362,11 @@ async fn complete(
     })?;
 
     let granted = match &tokens.scope {
-        Some(scope) => scope.split([' ', ',']).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        Some(scope) => super::tokens::split_scopes(scope),
         None => record.scopes.clone(),
     };
     let now = Utc::now().naive_utc();
-    let expires_at = tokens.expires_in.map_or(NEVER_EXPIRES, |seconds| now + Duration::seconds(seconds));
+    let expires_at = super::tokens::expires_at_from(now, tokens.expires_in);
     let access = state.keys.encrypt(
         tokens.access_token.expose_secret(),
         &token_column("oauth_tokens.access_token", record.user_id, &provider.name),
@@ -497,6 +496,10 @@ pub fn store_error(error: StoreError) -> ApiError {
             "The database schema does not allow this provider; an operator must run the opt-in migration.",
         ),
         StoreError::NotFound => ApiError::NotFound("Integration"),
+        StoreError::Busy => ApiError::Unavailable {
+            code: "busy",
+            detail: "Another operation on this connection is in progress; try again shortly.".into(),
+        },
         StoreError::Database(error) => ApiError::Internal(error.into()),
     }
 }

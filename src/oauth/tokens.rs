@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
@@ -12,10 +12,11 @@ use super::client::{self, ProviderError};
 use super::flow::{elapsed_ms, provider_failure, store_error, token_column};
 use crate::error::ApiError;
 use crate::http::views::expiry;
+use crate::oauth::Provider;
 use crate::state::AppState;
 use crate::store::NEVER_EXPIRES;
 use crate::store::{
-    ClientInfo, IntegrationStatus, RefreshAudit, RefreshFailure, RefreshStep, RefreshedTokens, StoredToken,
+    ClientInfo, IntegrationStatus, RefreshAudit, RefreshFailure, RefreshFn, RefreshStep, RefreshedTokens, StoredToken,
 };
 
 /// Answer of the token endpoints.
@@ -44,6 +45,7 @@ pub async fn hand_out(
     force_refresh: bool,
     client: &ClientInfo,
 ) -> Result<HandedOutToken, ApiError> {
+    let now = Utc::now().naive_utc();
     let stored = match stored.status {
         IntegrationStatus::Error => return Err(needs_reauth()),
         IntegrationStatus::Revoked => {
@@ -53,9 +55,13 @@ pub async fn hand_out(
             });
         }
         _ if force_refresh && !recently_written(&stored) => {
-            refresh(state, stored, "rejected_by_provider", client).await?
+            refresh(state, stored, "rejected_by_provider", client).await.map_err(for_hand_out)?
         }
-        _ if expires_within(&stored, min_ttl) => refresh(state, stored, "hand_out", client).await?,
+        // Nothing to renew it with, but still valid: the caller gets what there is.
+        _ if stored.refresh_token.is_none() && stored.expires_at > now => stored,
+        _ if expires_within(&stored, min_ttl) => {
+            refresh(state, stored, "hand_out", client).await.map_err(for_hand_out)?
+        }
         _ => stored,
     };
     let access_token = state
@@ -69,13 +75,25 @@ pub async fn hand_out(
         access_token: access_token.expose_secret().to_owned(),
         token_type: stored.token_type,
         expires_at: expiry(stored.expires_at),
-        scopes: stored
-            .scope
-            .map(|scope| scope.split([' ', ',']).filter(|s| !s.is_empty()).map(str::to_owned).collect())
-            .unwrap_or_default(),
+        scopes: stored.scope.as_deref().map(split_scopes).unwrap_or_default(),
         integration_id: stored.integration_id,
         provider: stored.provider,
     })
+}
+
+/// The scopes of a provider's `scope` string (space separated; some use commas).
+pub fn split_scopes(scope: &str) -> Vec<String> {
+    scope.split([' ', ',']).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// `expires_at` for a token answer's `expires_in`: none means never; absurd values are clamped
+/// to ten years rather than overflowing.
+pub fn expires_at_from(now: NaiveDateTime, expires_in: Option<i64>) -> NaiveDateTime {
+    const TEN_YEARS: i64 = 10 * 366 * 24 * 3600;
+    match expires_in {
+        None => NEVER_EXPIRES,
+        Some(seconds) => now + Duration::seconds(seconds.clamp(0, TEN_YEARS)),
+    }
 }
 
 /// Whether the token expires within `min_ttl` seconds. `min_ttl` is capped at half the lifetime
@@ -98,6 +116,15 @@ fn recently_written(stored: &StoredToken) -> bool {
     Utc::now().naive_utc() - stored.updated_at < Duration::seconds(FORCE_REFRESH_DEBOUNCE_SECONDS)
 }
 
+/// On the token endpoints a dead connection is always 409 `needs_reauth`, whether this request
+/// discovered it or an earlier one did.
+fn for_hand_out(error: ApiError) -> ApiError {
+    match error.code() {
+        "needs_reauth" | "no_refresh_token" => needs_reauth(),
+        _ => error,
+    }
+}
+
 fn needs_reauth() -> ApiError {
     ApiError::Conflict {
         code: "needs_reauth",
@@ -106,19 +133,14 @@ fn needs_reauth() -> ApiError {
 }
 
 /// Refreshes the integration of `seen` unless another caller already did since `seen` was read;
-/// returns the token as stored afterwards.
+/// returns the token as stored afterwards. Without a refresh token the integration is marked for
+/// re-authorisation (CONTRACT §3).
 pub async fn refresh(
     state: &AppState,
     seen: StoredToken,
     reason: &'static str,
     client: &ClientInfo,
 ) -> Result<StoredToken, ApiError> {
-    if seen.refresh_token.is_none() {
-        return Err(ApiError::bad_request(
-            "no_refresh_token",
-            "The provider gave no refresh token for this connection; the user must connect again to renew it.",
-        ));
-    }
     let integration_id = seen.integration_id;
     let provider = state
         .providers
@@ -126,78 +148,24 @@ pub async fn refresh(
         .cloned()
         .ok_or_else(|| ApiError::bad_request("unknown_provider", "The provider is no longer configured."))?;
     let started = Instant::now();
-    let _in_process = state.refresh_locks.lock(integration_id).await;
-    let (http, keys) = (state.http.clone(), state.keys.clone());
-    let seen_access = seen.access_token;
+    let decide = decider(state, provider, seen.access_token);
     let audit = RefreshAudit { client: client.clone(), duration_ms: 0, reason };
-    let step = state
-        .store
-        .refresh_locked(
-            integration_id,
-            audit,
-            Box::new(move |current: StoredToken| {
-                Box::pin(async move {
-                    // Someone refreshed (or the user reconnected) while we waited: share their result.
-                    if current.access_token != seen_access || current.status == IntegrationStatus::Error {
-                        return RefreshStep::AlreadyFresh;
-                    }
-                    let Some(ciphertext) = current.refresh_token.as_deref() else {
-                        return RefreshStep::AlreadyFresh;
-                    };
-                    let refresh_column = token_column("oauth_tokens.refresh_token", current.user_id, &current.provider);
-                    let refresh_token = match keys.decrypt(ciphertext, &refresh_column) {
-                        Ok(token) => token,
-                        Err(error) => {
-                            tracing::error!(integration_id, error = %error, "stored refresh token does not decrypt");
-                            return RefreshStep::Failed(RefreshFailure {
-                                needs_reauth: true,
-                                message: "The stored refresh token cannot be decrypted; connect again.".into(),
-                            });
-                        }
-                    };
-                    match client::refresh(&http, &provider, &refresh_token).await {
-                        Ok(tokens) => {
-                            let now = Utc::now().naive_utc();
-                            let encrypt = |column: &str, value: &SecretString| {
-                                keys.encrypt(
-                                    value.expose_secret(),
-                                    &token_column(column, current.user_id, &current.provider),
-                                )
-                            };
-                            RefreshStep::Refreshed(RefreshedTokens {
-                                access_token: encrypt("oauth_tokens.access_token", &tokens.access_token),
-                                // Rotating providers (Microsoft, Notion) send a new one: always keep it.
-                                refresh_token: tokens
-                                    .refresh_token
-                                    .as_ref()
-                                    .map(|t| encrypt("oauth_tokens.refresh_token", t)),
-                                token_type: tokens.token_type,
-                                expires_at: tokens.expires_in.map_or(NEVER_EXPIRES, |s| now + Duration::seconds(s)),
-                                scopes: tokens.scope.as_ref().map(|scope| {
-                                    scope.split([' ', ',']).filter(|s| !s.is_empty()).map(str::to_owned).collect()
-                                }),
-                                scope: tokens.scope,
-                            })
-                        }
-                        Err(ProviderError::Rejected { error, .. }) if provider.is_reauth_error(&error) => {
-                            RefreshStep::Failed(RefreshFailure {
-                                needs_reauth: true,
-                                message: format!("The provider refused the refresh token ({error}); connect again."),
-                            })
-                        }
-                        Err(error) => {
-                            RefreshStep::Failed(RefreshFailure { needs_reauth: false, message: error.to_string() })
-                        }
-                    }
-                })
-            }),
-        )
-        .await
-        .map_err(store_error)?;
+    let (store, locks, slots) = (state.store.clone(), state.refresh_locks.clone(), state.refresh_slots.clone());
+    // Its own task: a caller that goes away (request timeout, client hang-up) must not cancel a
+    // refresh whose provider call may already have rotated the refresh token (RFC 9700 §4.14.2).
+    let step = tokio::spawn(async move {
+        let _in_process = locks.lock(integration_id).await;
+        // Each refresh holds a database connection while the provider answers: never all of them.
+        let _slot = slots.acquire_owned().await.expect("the refresh semaphore is never closed");
+        store.refresh_locked(integration_id, audit, decide).await
+    })
+    .await
+    .map_err(|error| anyhow::anyhow!("refresh task of integration {integration_id} failed: {error}"))?
+    .map_err(store_error)?;
     tracing::info!(integration_id, reason, duration_ms = elapsed_ms(started), outcome = step_name(&step), "refresh");
     match step {
         RefreshStep::Failed(failure) if failure.needs_reauth => {
-            Err(ApiError::bad_request("needs_reauth", failure.message))
+            Err(ApiError::bad_request(failure.code, failure.message))
         }
         RefreshStep::Failed(failure) => {
             Err(provider_failure(ProviderError::Unavailable(failure.message), "refresh_failed", "Refreshing failed"))
@@ -211,6 +179,67 @@ pub async fn refresh(
             }
         }
     }
+}
+
+/// The decision taken under the refresh lock, given the token as stored at that moment.
+fn decider(state: &AppState, provider: Provider, seen_access: String) -> RefreshFn {
+    let (http, keys) = (state.http.clone(), state.keys.clone());
+    Box::new(move |current: StoredToken| {
+        Box::pin(async move {
+            // Someone refreshed (or the user reconnected) while we waited: share their result.
+            if current.access_token != seen_access || current.status == IntegrationStatus::Error {
+                return RefreshStep::AlreadyFresh;
+            }
+            let Some(ciphertext) = current.refresh_token.as_deref() else {
+                return RefreshStep::Failed(RefreshFailure {
+                    needs_reauth: true,
+                    code: "no_refresh_token",
+                    message: "The provider gave no refresh token for this connection; connect again to renew it."
+                        .into(),
+                });
+            };
+            let refresh_column = token_column("oauth_tokens.refresh_token", current.user_id, &current.provider);
+            let refresh_token = match keys.decrypt(ciphertext, &refresh_column) {
+                Ok(token) => token,
+                Err(error) => {
+                    tracing::error!(integration_id = current.integration_id, error = %error, "stored refresh token does not decrypt");
+                    return RefreshStep::Failed(RefreshFailure {
+                        needs_reauth: true,
+                        code: "needs_reauth",
+                        message: "The stored refresh token cannot be decrypted; connect again.".into(),
+                    });
+                }
+            };
+            match client::refresh(&http, &provider, &refresh_token).await {
+                Ok(tokens) => {
+                    let encrypt = |column: &str, value: &SecretString| {
+                        keys.encrypt(value.expose_secret(), &token_column(column, current.user_id, &current.provider))
+                    };
+                    RefreshStep::Refreshed(RefreshedTokens {
+                        access_token: encrypt("oauth_tokens.access_token", &tokens.access_token),
+                        // Rotating providers (Microsoft, Notion) send a new one: always keep it.
+                        refresh_token: tokens.refresh_token.as_ref().map(|t| encrypt("oauth_tokens.refresh_token", t)),
+                        token_type: tokens.token_type,
+                        expires_at: expires_at_from(Utc::now().naive_utc(), tokens.expires_in),
+                        scopes: tokens.scope.as_deref().map(split_scopes),
+                        scope: tokens.scope,
+                    })
+                }
+                Err(ProviderError::Rejected { error, .. }) if provider.is_reauth_error(&error) => {
+                    RefreshStep::Failed(RefreshFailure {
+                        needs_reauth: true,
+                        code: "needs_reauth",
+                        message: format!("The provider refused the refresh token ({error}); connect again."),
+                    })
+                }
+                Err(error) => RefreshStep::Failed(RefreshFailure {
+                    needs_reauth: false,
+                    code: "refresh_failed",
+                    message: error.to_string(),
+                }),
+            }
+        })
+    })
 }
 
 fn step_name(step: &RefreshStep) -> &'static str {

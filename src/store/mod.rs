@@ -34,6 +34,9 @@ pub enum StoreError {
     /// The row the operation needs is gone.
     #[error("not found")]
     NotFound,
+    /// A lock could not be had in time, or the database broke a deadlock: retry later.
+    #[error("the database is busy")]
+    Busy,
     /// Any other database failure.
     #[error(transparent)]
     Database(sqlx::Error),
@@ -42,6 +45,10 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &error {
+            // PostgreSQL lock_not_available (lock_timeout) and deadlock_detected.
+            if matches!(db.code().as_deref(), Some("55P03" | "40P01")) {
+                return Self::Busy;
+            }
             let constraint = db.constraint().unwrap_or_default();
             match db.kind() {
                 // PostgreSQL names the constraint; SQLite does not, and the only foreign keys our

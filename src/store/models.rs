@@ -213,6 +213,8 @@ pub struct RefreshedTokens {
 pub struct RefreshFailure {
     /// The grant is dead (`invalid_grant` and friends): the integration needs re-authorisation.
     pub needs_reauth: bool,
+    /// The API error code it is answered with (`needs_reauth`, `no_refresh_token`, `refresh_failed`).
+    pub code: &'static str,
     /// Safe to show: never contains a token.
     pub message: String,
 }

@@ -145,6 +145,31 @@ impl PgStore {
             details: None,
             created_at: now,
         };
+        if matches!(step, RefreshStep::AlreadyFresh) {
+            return Ok(());
+        }
+        // Integration row first, then its token row: the order every writer uses (no deadlocks).
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM oauth_integrations WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(current.integration_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        let still_current: Option<i32> = sqlx::query_scalar(
+            "SELECT integration_id FROM oauth_tokens WHERE integration_id = $1 AND access_token = $2",
+        )
+        .bind(current.integration_id)
+        .bind(&current.access_token)
+        .fetch_optional(&mut **tx)
+        .await?;
+        // Disconnected or reconnected while the provider answered: the outcome belongs to a grant
+        // that is gone, so it must not touch the integration.
+        if status.as_deref() == Some("revoked") || still_current.is_none() {
+            tracing::info!(
+                integration_id = current.integration_id,
+                "refresh outcome discarded: the connection changed meanwhile"
+            );
+            return Ok(());
+        }
         match step {
             RefreshStep::AlreadyFresh => return Ok(()),
             RefreshStep::Refreshed(tokens) => {
@@ -705,6 +730,12 @@ impl Store for PgStore {
         for delta in ordered {
             sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
                 .bind(USAGE_LOCK)
+                .bind(delta.integration_id)
+                .execute(&mut *tx)
+                .await?;
+            // Integration row before token row, like every other writer (the audit row's foreign
+            // key takes this share lock anyway; taking it first keeps the order).
+            sqlx::query("SELECT id FROM oauth_integrations WHERE id = $1 FOR KEY SHARE")
                 .bind(delta.integration_id)
                 .execute(&mut *tx)
                 .await?;

@@ -237,7 +237,11 @@ async fn a_dead_grant_marks_the_integration_for_reauthorisation(backend: Backend
     let store = store(backend).await;
     let user = store.create_user("u@example.com").await.unwrap();
     let integration = store.complete_connect(&connect_record(user, "google", "a")).await.unwrap();
-    let failure = RefreshStep::Failed(RefreshFailure { needs_reauth: true, message: "invalid_grant".into() });
+    let failure = RefreshStep::Failed(RefreshFailure {
+        needs_reauth: true,
+        code: "needs_reauth",
+        message: "invalid_grant".into(),
+    });
     store.refresh_locked(integration.id, audit(), Box::new(move |_| Box::pin(async move { failure }))).await.unwrap();
     let after = store.get_integration(integration.id).await.unwrap().unwrap();
     assert_eq!(after.status, IntegrationStatus::Error);
@@ -454,6 +458,67 @@ async fn migrations_create_a_usable_schema_on_an_empty_database(backend: Backend
     assert!(store.get_token(integration.id).await.unwrap().is_some());
 }
 
+async fn a_refresh_finishing_after_a_disconnect_changes_nothing(backend: Backend) {
+    let store = store(backend).await;
+    let user = store.create_user("u@example.com").await.unwrap();
+    let integration = store.complete_connect(&connect_record(user, "microsoft", "a")).await.unwrap();
+    let during = store.clone();
+    let id = integration.id;
+    store
+        .refresh_locked(
+            id,
+            audit(),
+            Box::new(move |_| {
+                Box::pin(async move {
+                    // The user disconnects while the provider is answering the refresh.
+                    let record = RevokeRecord {
+                        reason: "user".into(),
+                        provider_revocation: ProviderRevocation::NotSupported,
+                        client: ClientInfo::default(),
+                        duration_ms: 1,
+                        now: now(),
+                    };
+                    assert!(during.revoke_integration(id, &record).await.unwrap());
+                    refreshed("v1:k1:late-access", Some("v1:k1:late-refresh"))
+                })
+            }),
+        )
+        .await
+        .unwrap();
+    let after = store.get_integration(id).await.unwrap().unwrap();
+    assert_eq!(after.status, IntegrationStatus::Revoked, "the late refresh does not revive it");
+    assert!(store.get_token(id).await.unwrap().is_none(), "nor recreate its tokens");
+}
+
+async fn a_refresh_finishing_after_a_reconnect_keeps_the_new_connection(backend: Backend) {
+    let store = store(backend).await;
+    let user = store.create_user("u@example.com").await.unwrap();
+    let integration = store.complete_connect(&connect_record(user, "google", "a")).await.unwrap();
+    let during = store.clone();
+    store
+        .refresh_locked(
+            integration.id,
+            audit(),
+            Box::new(move |_| {
+                Box::pin(async move {
+                    let mut again = connect_record(user, "google", "b");
+                    again.access_token = "v1:k1:reconnected-access".into();
+                    during.complete_connect(&again).await.unwrap();
+                    RefreshStep::Failed(RefreshFailure {
+                        needs_reauth: true,
+                        code: "needs_reauth",
+                        message: "old grant".into(),
+                    })
+                })
+            }),
+        )
+        .await
+        .unwrap();
+    let after = store.get_integration(integration.id).await.unwrap().unwrap();
+    assert_eq!(after.status, IntegrationStatus::Active, "the old grant's failure does not mark the new one");
+    assert_eq!(store.get_token(integration.id).await.unwrap().unwrap().access_token, "v1:k1:reconnected-access");
+}
+
 on_both_backends!(
     users_are_created_and_found,
     scope_catalogue_upserts,
@@ -467,6 +532,8 @@ on_both_backends!(
     a_dead_grant_marks_the_integration_for_reauthorisation,
     refresh_of_a_missing_integration_is_not_found,
     concurrent_refreshes_of_one_integration_run_one_at_a_time,
+    a_refresh_finishing_after_a_disconnect_changes_nothing,
+    a_refresh_finishing_after_a_reconnect_keeps_the_new_connection,
     expiring_integrations_are_found_for_the_refresher,
     revoking_deletes_tokens_revokes_consents_and_is_idempotent,
     audit_listing_filters_and_pages,
