@@ -62,6 +62,7 @@ struct FileSettings {
     log_format: LogFormat,
     sandbox: SandboxMode,
     expose_tokens_to_users: bool,
+    browser_binding: bool,
     http: HttpSettings,
     flow: FlowSettings,
     refresh: RefreshSettings,
@@ -110,6 +111,8 @@ pub struct Config {
     pub sandbox: SandboxMode,
     pub log_format: LogFormat,
     pub expose_tokens_to_users: bool,
+    /// Require the callback to come from the browser that started the flow.
+    pub browser_binding: bool,
     pub http: HttpSettings,
     pub flow: FlowSettings,
     pub refresh: RefreshSettings,
@@ -201,6 +204,13 @@ impl Config {
             Some(_) => return Err(invalid("OAUTH_EXPOSE_TOKENS_TO_USERS", "must be true or false")),
         };
 
+        let browser_binding = match lookup("OAUTH_BROWSER_BINDING").as_deref() {
+            None => file.browser_binding,
+            Some("true" | "1" | "on") => true,
+            Some("false" | "0" | "off") => false,
+            Some(_) => return Err(invalid("OAUTH_BROWSER_BINDING", "must be on or off")),
+        };
+
         Ok(Self {
             host,
             port,
@@ -217,6 +227,7 @@ impl Config {
             sandbox,
             log_format,
             expose_tokens_to_users,
+            browser_binding,
             http: file.http,
             flow: file.flow,
             refresh: file.refresh,

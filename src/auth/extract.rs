@@ -1,6 +1,7 @@
 //! Axum extractors that turn credentials into a typed caller.
 
 use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 
@@ -47,9 +48,9 @@ fn bearer(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts
-        .headers
+/// The value of cookie `name` in a request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
@@ -60,7 +61,7 @@ fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
 
 /// The user of a request, from `Authorization: Bearer <jwt>` or the `access_token` cookie.
 pub fn user_from_parts(parts: &Parts, state: &AppState) -> Option<UserCaller> {
-    let token = bearer(parts).or_else(|| cookie(parts, "access_token"))?;
+    let token = bearer(parts).or_else(|| cookie(&parts.headers, "access_token"))?;
     state.jwt.verify(token).map(UserCaller::from_claims)
 }
 

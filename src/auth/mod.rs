@@ -4,6 +4,6 @@ mod extract;
 mod jwt;
 mod service_keys;
 
-pub use extract::{Caller, MaybeUser, ServiceCaller, UserCaller};
+pub use extract::{Caller, MaybeUser, ServiceCaller, UserCaller, cookie};
 pub use jwt::{Claims, JwtVerifier, Role};
 pub use service_keys::ServiceKeys;

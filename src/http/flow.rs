@@ -1,8 +1,8 @@
 //! `/initiate` and `/callback`: the browser's part of connecting an account.
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::http::header::LOCATION;
+use axum::http::header::{LOCATION, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -10,9 +10,11 @@ use serde_json::json;
 use url::Url;
 
 use super::RequestClient;
-use crate::auth::{MaybeUser, UserCaller};
+use crate::auth::{MaybeUser, UserCaller, cookie};
 use crate::error::{ApiResult, Problem};
-use crate::oauth::flow::{self, CallbackFailure, CallbackQuery, InitiateRequest, InitiateResponse};
+use crate::oauth::flow::{
+    self, Browser, CallbackFailure, CallbackQuery, FLOW_COOKIE_PATH, InitiateRequest, InitiateResponse,
+};
 use crate::state::AppState;
 
 /// `POST /initiate`, `GET /callback`, `GET /callback/{provider}`.
@@ -29,8 +31,14 @@ pub(super) async fn initiate(
     State(state): State<AppState>,
     caller: UserCaller,
     Json(request): Json<InitiateRequest>,
-) -> ApiResult<Json<InitiateResponse>> {
-    Ok(Json(flow::initiate(&state, &caller, request).await?))
+) -> ApiResult<Response> {
+    let (answer, cookie) = flow::initiate(&state, &caller, request).await?;
+    let secure = if state.config.public_base_url.scheme() == "https" { "; Secure" } else { "" };
+    let set_cookie = format!(
+        "{}={}; Path={FLOW_COOKIE_PATH}; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+        cookie.name, cookie.value, cookie.max_age_seconds
+    );
+    Ok(([(SET_COOKIE, set_cookie)], Json(answer)).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/oauth/callback", tag = "flow", params(CallbackQuery),
@@ -39,9 +47,10 @@ pub(super) async fn callback(
     State(state): State<AppState>,
     MaybeUser(user): MaybeUser,
     RequestClient(client): RequestClient,
+    headers: HeaderMap,
     Query(query): Query<CallbackQuery>,
 ) -> Response {
-    finish(&state, query, None, user, client).await
+    finish(&state, query, None, user, &headers, client).await
 }
 
 /// RFC 9700 §4.4.2.2: a distinct redirect URI per provider defends against mix-up attacks.
@@ -52,9 +61,10 @@ pub(super) async fn callback_for_provider(
     Path(provider): Path<String>,
     MaybeUser(user): MaybeUser,
     RequestClient(client): RequestClient,
+    headers: HeaderMap,
     Query(query): Query<CallbackQuery>,
 ) -> Response {
-    finish(&state, query, Some(&provider), user, client).await
+    finish(&state, query, Some(&provider), user, &headers, client).await
 }
 
 async fn finish(
@@ -62,9 +72,15 @@ async fn finish(
     query: CallbackQuery,
     provider: Option<&str>,
     user: Option<UserCaller>,
+    headers: &HeaderMap,
     client: crate::store::ClientInfo,
 ) -> Response {
-    match flow::callback(state, query, provider, user.map(|u| u.user_id), client).await {
+    let cookie_name = query.state.as_deref().map(flow::flow_cookie_name);
+    let browser = Browser {
+        user_id: user.map(|u| u.user_id),
+        flow_cookie: cookie_name.as_deref().and_then(|name| cookie(headers, name)).map(str::to_owned),
+    };
+    let mut response = match flow::callback(state, query, provider, browser, client).await {
         Ok(connected) => {
             let integration = connected.integration;
             match connected.return_to {
@@ -90,7 +106,15 @@ async fn finish(
             redirect(&target, &[("oauth_status", "error"), ("error", error.code())])
         }
         Err(CallbackFailure { error, return_to: None }) => error.into_response(),
+    };
+    // The flow is over either way for this browser: forget its cookie.
+    if let Some(name) = cookie_name {
+        let expired = format!("{name}=; Path={FLOW_COOKIE_PATH}; Max-Age=0; HttpOnly; SameSite=Lax");
+        if let Ok(value) = HeaderValue::from_str(&expired) {
+            response.headers_mut().append(SET_COOKIE, value);
+        }
     }
+    response
 }
 
 fn redirect(target: &str, pairs: &[(&str, &str)]) -> Response {

@@ -36,6 +36,22 @@ pub struct InitiateRequest {
     pub return_to: Option<String>,
 }
 
+/// The cookie that binds a flow to the browser that started it.
+#[derive(Debug)]
+pub struct FlowCookie {
+    pub name: String,
+    pub value: String,
+    pub max_age_seconds: u64,
+}
+
+/// Path the flow cookie is sent to: both callback routes, nothing else.
+pub const FLOW_COOKIE_PATH: &str = "/api/v1/oauth/callback";
+
+/// The flow cookie's name for a state: one per flow, so parallel flows in one browser coexist.
+pub fn flow_cookie_name(state_value: &str) -> String {
+    format!("oam_flow_{}", &sha256_hex(state_value.as_bytes())[..16])
+}
+
 /// Answer of `POST /initiate`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct InitiateResponse {
@@ -75,7 +91,7 @@ pub async fn initiate(
     state: &AppState,
     caller: &UserCaller,
     request: InitiateRequest,
-) -> Result<InitiateResponse, ApiError> {
+) -> Result<(InitiateResponse, FlowCookie), ApiError> {
     let provider = configured_provider(state, &request.provider)?;
     let scopes = requested_scopes(provider, request.scopes)?;
     let redirect_uri = match request.redirect_uri {
@@ -104,6 +120,7 @@ pub async fn initiate(
         (None, None)
     };
     let nonce = provider.is_oidc().then(|| random_token(16));
+    let browser_binding = random_token(32);
     let now = Utc::now();
     let expires_at = now + Duration::seconds(state.config.flow.state_ttl_seconds as i64);
     let record = NewState {
@@ -114,7 +131,11 @@ pub async fn initiate(
         redirect_uri: redirect_uri.clone(),
         code_verifier,
         code_challenge: code_challenge.clone(),
-        metadata: json!({"nonce": nonce, "return_to": return_to}),
+        metadata: json!({
+            "nonce": nonce,
+            "return_to": return_to,
+            "browser_binding": sha256_hex(browser_binding.as_bytes()),
+        }),
         created_at: now.naive_utc(),
         expires_at: expires_at.naive_utc(),
     };
@@ -143,13 +164,19 @@ pub async fn initiate(
             query.append_pair(name, value);
         }
     }
-    Ok(InitiateResponse {
+    let cookie = FlowCookie {
+        name: flow_cookie_name(&state_value),
+        value: browser_binding,
+        max_age_seconds: state.config.flow.state_ttl_seconds,
+    };
+    let response = InitiateResponse {
         authorization_url: url.into(),
         state: state_value,
         provider: provider.name.clone(),
         scopes,
         expires_at,
-    })
+    };
+    Ok((response, cookie))
 }
 
 fn requested_scopes(provider: &Provider, requested: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
@@ -197,6 +224,15 @@ pub struct CallbackQuery {
     pub error_description: Option<String>,
 }
 
+/// What the browser that reached the callback carries.
+#[derive(Debug, Default)]
+pub struct Browser {
+    /// The user of a valid access token (header or `access_token` cookie), if any.
+    pub user_id: Option<i32>,
+    /// The flow cookie set by `/initiate` for this state, if any.
+    pub flow_cookie: Option<String>,
+}
+
 /// A failed callback, with where to send the browser if the flow asked for a redirect.
 #[derive(Debug)]
 pub struct CallbackFailure {
@@ -222,7 +258,7 @@ pub async fn callback(
     state: &AppState,
     query: CallbackQuery,
     path_provider: Option<&str>,
-    browser_user: Option<i32>,
+    browser: Browser,
     client: ClientInfo,
 ) -> Result<Connected, CallbackFailure> {
     let started = Instant::now();
@@ -254,10 +290,22 @@ pub async fn callback(
             "The callback's provider does not match the authorization that was started.",
         )));
     }
-    if browser_user.is_some_and(|user| user != record.user_id) {
+    if browser.user_id.is_some_and(|user| user != record.user_id) {
         return Err(fail(ApiError::bad_request(
             "state_user_mismatch",
             "This authorization was started by another user.",
+        )));
+    }
+    // RFC 9700 §4.7: only the browser that started the flow may finish it, or else an attacker
+    // could send a victim their own authorization URL and collect the victim's account.
+    let cookie_matches = match (record.metadata.get("browser_binding").and_then(Value::as_str), &browser.flow_cookie) {
+        (Some(expected), Some(presented)) => sha256_hex(presented.as_bytes()) == expected,
+        _ => false,
+    };
+    if state.config.browser_binding && !cookie_matches && browser.user_id != Some(record.user_id) {
+        return Err(fail(ApiError::bad_request(
+            "state_not_bound",
+            "This authorization was not started in this browser. Start again from the app.",
         )));
     }
     let provider = state.providers.get(&record.provider).ok_or_else(|| {

@@ -261,3 +261,31 @@ on_both_backends!(
     return_to_receives_the_success_redirect,
     return_to_receives_the_error_redirect,
 );
+
+async fn callback_refuses_a_browser_that_did_not_start_the_flow(backend: Backend) {
+    // Mallory starts a flow as herself and sends the authorization link to the victim, who
+    // consents at the real provider: the victim's browser has neither Mallory's flow cookie nor
+    // her JWT, so the victim's account must not end up in Mallory's integrations.
+    let h = Harness::start(backend).await;
+    let flow = h.initiated("google", json!({})).await;
+    let callback = h.approve(flow["authorization_url"].as_str().unwrap(), Some("victim@example.com"), None).await;
+    problem(h.callback_from_another_browser(&callback).await, 400, "state_not_bound").await;
+    assert_eq!(h.google.handle.counters().code_exchanges, 0);
+    h.assert_nothing_written("forwarded authorization link").await;
+    // The browser that started it still can (the state was not consumed).
+    json_body(h.callback(&callback).await, 200).await;
+}
+
+async fn callback_accepts_the_same_users_access_token_cookie_instead_of_the_flow_cookie(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let flow = h.initiated("google", json!({})).await;
+    let callback = h.approve(flow["authorization_url"].as_str().unwrap(), None, None).await;
+    let response =
+        h.app.client.get(&callback).header("cookie", format!("access_token={}", h.user.token)).send().await.unwrap();
+    json_body(response, 200).await;
+}
+
+on_both_backends!(
+    callback_refuses_a_browser_that_did_not_start_the_flow,
+    callback_accepts_the_same_users_access_token_cookie_instead_of_the_flow_cookie,
+);

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::support::{API, Harness, json_body, problem, service_get};
+use super::support::{API, Harness, flow_cookie, json_body, problem, service_get};
 use crate::support::{Backend, TestApp};
 
 fn acme_provider(google_emulator: &str) -> String {
@@ -48,10 +48,12 @@ async fn a_custom_provider_is_refused_until_the_opt_in_migration_then_connects()
 
     app.state.store.allow_custom_providers().await.unwrap();
     app.state.store.allow_custom_providers().await.expect("the opt-in is idempotent");
-    let flow = json_body(initiate().await, 200).await;
+    let initiated = initiate().await;
+    let cookie = flow_cookie(&initiated).expect("initiate sets the flow cookie");
+    let flow = json_body(initiated, 200).await;
     let callback = h.approve(flow["authorization_url"].as_str().unwrap(), None, None).await;
     assert!(callback.contains("/callback/acme"));
-    let connected = json_body(app.client.get(&callback).send().await.unwrap(), 200).await;
+    let connected = json_body(app.client.get(&callback).header("cookie", cookie).send().await.unwrap(), 200).await;
     assert_eq!(connected["provider"], "acme");
     let id = connected["integration_id"].as_i64().unwrap();
     let token = json_body(service_get(&app, &format!("{API}/integrations/{id}/token")).await, 200).await;

@@ -170,6 +170,7 @@ async fn the_sandbox_serves_the_whole_loop_from_one_server() {
             .send()
             .await
             .unwrap();
+        let cookie = crate::flow::support::flow_cookie(&initiated).expect("initiate sets the flow cookie");
         let initiated = json_body(initiated, 200).await;
         let authorization_url = initiated["authorization_url"].as_str().unwrap();
         assert!(authorization_url.starts_with(&app.url("/_sandbox/")), "{authorization_url}");
@@ -185,7 +186,7 @@ async fn the_sandbox_serves_the_whole_loop_from_one_server() {
         let approved = app.client.post(action).form(&form).send().await.unwrap();
         assert_eq!(approved.status(), 303);
         let callback = approved.headers()["location"].to_str().unwrap().to_owned();
-        let connected = json_body(app.client.get(&callback).send().await.unwrap(), 200).await;
+        let connected = json_body(app.client.get(&callback).header("cookie", cookie).send().await.unwrap(), 200).await;
         let id = connected["integration_id"].as_i64().unwrap();
 
         let token_path = app.url(&format!("{API}/integrations/{id}/token"));

@@ -23,6 +23,8 @@ pub struct Harness {
     pub user: TestUser,
     /// The app's database, for a second app on the same one.
     pub database_url: String,
+    /// Flow cookies `/initiate` set, sent back at the callback as the user's browser would.
+    browser_cookies: std::sync::Mutex<Vec<String>>,
 }
 
 impl Harness {
@@ -43,7 +45,7 @@ impl Harness {
         let config = app_config(&database_url, &google, &microsoft, &notion);
         let app = TestApp::spawn(adjust(config)).await;
         let user = app.user("owner@example.com").await;
-        Self { app, google, microsoft, notion, user, database_url }
+        Self { app, google, microsoft, notion, user, database_url, browser_cookies: Default::default() }
     }
 
     /// The configuration of another app on the same database and emulators.
@@ -62,14 +64,19 @@ impl Harness {
         if let Value::Object(fields) = extra {
             body.as_object_mut().unwrap().extend(fields);
         }
-        self.app
+        let response = self
+            .app
             .client
             .post(self.app.url(&format!("{API}/initiate")))
             .bearer_auth(token)
             .json(&body)
             .send()
             .await
-            .unwrap()
+            .unwrap();
+        if let Some(cookie) = flow_cookie(&response) {
+            self.browser_cookies.lock().unwrap().push(cookie);
+        }
+        response
     }
 
     /// A successful `POST /initiate`: its body.
@@ -90,8 +97,18 @@ impl Harness {
         consent(&self.app.client, authorization_url, &[("decision", "deny")]).await
     }
 
-    /// The browser arrives at our callback `url` (no JWT).
+    /// The browser that initiated arrives at our callback `url` (no JWT, its flow cookies).
     pub async fn callback(&self, url: &str) -> Response {
+        let cookies = self.browser_cookies.lock().unwrap().join("; ");
+        let mut request = self.app.client.get(url);
+        if !cookies.is_empty() {
+            request = request.header("cookie", cookies);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Another browser (the victim of a forwarded authorization link) arrives at `url`.
+    pub async fn callback_from_another_browser(&self, url: &str) -> Response {
         self.app.client.get(url).send().await.unwrap()
     }
 
@@ -198,6 +215,14 @@ async fn consent(client: &reqwest::Client, authorization_url: &str, extra: &[(&s
 /// `GET path` with the service key.
 pub async fn service_get(app: &TestApp, path: &str) -> Response {
     app.client.get(app.url(path)).bearer_auth(SERVICE_KEY).send().await.unwrap()
+}
+
+/// The `name=value` of the flow cookie an `/initiate` response sets.
+pub fn flow_cookie(response: &Response) -> Option<String> {
+    let header = response.headers().get("set-cookie")?.to_str().ok()?;
+    assert!(header.contains("HttpOnly") && header.contains("SameSite=Lax"), "{header}");
+    assert!(header.contains("Path=/api/v1/oauth/callback"), "{header}");
+    header.split(';').next().map(str::to_owned)
 }
 
 /// Asserts `status` and returns the JSON body (the body is shown when the status differs).
