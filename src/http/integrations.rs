@@ -223,12 +223,19 @@ async fn sync_one(
     if !due {
         return ("ok", "The token is valid.".into());
     }
-    if token.refresh_token.is_none() {
+    // Still valid but nothing to renew it with: report, do not break it early.
+    if token.refresh_token.is_none()
+        && token.expires_at > chrono::Utc::now().naive_utc()
+        && token.expires_at < NEVER_EXPIRES
+    {
         return ("expiring", "The token expires soon and the provider gave no refresh token.".into());
     }
+    // Otherwise refresh; without a refresh token this marks the integration for re-authorisation.
     match tokens::refresh(state, token, "sync", client).await {
         Ok(_) => ("refreshed", "The token was refreshed.".into()),
-        Err(error) if error.code() == "needs_reauth" => ("needs_reauth", error.to_string()),
+        Err(error) if matches!(error.code(), "needs_reauth" | "no_refresh_token") => {
+            ("needs_reauth", error.to_string())
+        }
         Err(error) => ("error", error.to_string()),
     }
 }
@@ -241,6 +248,6 @@ async fn token_rejected_by_provider(state: &AppState, token: &crate::store::Stor
     let Ok(access) = state.keys.decrypt(&token.access_token, &column) else { return true };
     matches!(
         crate::oauth::client::fetch_json(&state.http, provider, url, &access).await,
-        Err(crate::oauth::client::ProviderError::Rejected { .. })
+        Err(crate::oauth::client::ProviderError::Rejected { status: 401, .. })
     )
 }

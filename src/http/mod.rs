@@ -14,13 +14,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
-use axum::http::{Request, StatusCode};
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, COOKIE, SET_COOKIE};
+use axum::http::{HeaderValue, Request, StatusCode};
 use tower::ServiceBuilder;
 use tower_http::LatencyUnit;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -35,7 +36,10 @@ pub fn router(state: AppState) -> Router {
         .merge(flow::router())
         .merge(integrations::router())
         .merge(tokens::router())
-        .merge(account::router());
+        .merge(account::router())
+        // Every answer here is about one user, and the token endpoints carry raw tokens
+        // (RFC 6749 §5.1): nothing may be cached.
+        .layer(SetResponseHeaderLayer::overriding(CACHE_CONTROL, HeaderValue::from_static("no-store")));
     let request_timeout = Duration::from_secs(state.config.http.request_timeout_seconds);
     let body_limit = state.config.http.body_limit_bytes;
 

@@ -15,7 +15,7 @@ use super::providers::{ClientAuth, Provider, RequestFormat};
 pub enum ProviderError {
     /// The provider answered with an OAuth error (RFC 6749 §5.2).
     #[error("the provider refused the request ({error})")]
-    Rejected { error: String, description: Option<String> },
+    Rejected { error: String, description: Option<String>, status: u16 },
     /// The provider could not be reached, timed out, failed or answered something unusable.
     #[error("the provider is unavailable: {0}")]
     Unavailable(String),
@@ -197,8 +197,13 @@ async fn error_from(response: reqwest::Response) -> ProviderError {
     let field = |key: &str| body.as_ref().and_then(|b| b.get(key)).and_then(Value::as_str).map(str::to_owned);
     // Notion's API errors use `code`; OAuth endpoints use `error`.
     match field("error").or_else(|| field("code")) {
+        // A 401 from a resource endpoint may have no OAuth error body: it is still a refusal.
+        None if status == reqwest::StatusCode::UNAUTHORIZED => {
+            ProviderError::Rejected { error: "unauthorized".into(), description: None, status: 401 }
+        }
         Some(error) if status.is_client_error() => {
-            ProviderError::Rejected { error, description: field("error_description").or_else(|| field("message")) }
+            let description = field("error_description").or_else(|| field("message"));
+            ProviderError::Rejected { error, description, status: status.as_u16() }
         }
         _ => ProviderError::Unavailable(format!("HTTP {status}")),
     }

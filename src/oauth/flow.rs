@@ -284,7 +284,11 @@ pub async fn callback(
     if record.expires_at <= now {
         return Err(fail(ApiError::bad_request("state_expired", "The authorization took too long. Start again.")));
     }
-    if path_provider.is_some_and(|name| name != record.provider) {
+    // RFC 9700 §4.4.2.2: the response must arrive at the redirect URI the flow was started with.
+    let arrived_at = state.config.callback_url(path_provider);
+    if path_provider.is_some_and(|name| name != record.provider)
+        || record.redirect_uri.as_deref().is_some_and(|recorded| recorded != arrived_at)
+    {
         return Err(fail(ApiError::bad_request(
             "provider_mismatch",
             "The callback's provider does not match the authorization that was started.",
@@ -367,6 +371,8 @@ async fn complete(
         } else {
             "The provider refused the authorization."
         };
+        // The parameter comes from the browser: keep only an error-code shape for logs and detail.
+        let error: String = error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
         tracing::info!(provider = %provider.name, error = %error, "provider returned an authorization error");
         return Err(ApiError::bad_request("authorization_denied", format!("{reason} ({error})")));
     }

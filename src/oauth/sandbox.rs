@@ -50,6 +50,7 @@ pub fn providers_toml(google: &str, microsoft: &str, notion: &str) -> String {
          issuer = \"{google}\"\n\
          jwks_uri = \"{google}/jwks\"\n\n\
          {youtube_provider}\
+         issuer = \"{google}\"\n\
          identity = {{ url = \"{google}/youtube/v3/channels?part=snippet&mine=true\" }}\n\n\
          [providers.microsoft]\n\
          authorization_url = \"{microsoft}/{{tenant}}/oauth2/v2.0/authorize\"\n\

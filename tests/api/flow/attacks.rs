@@ -289,3 +289,30 @@ on_both_backends!(
     callback_refuses_a_browser_that_did_not_start_the_flow,
     callback_accepts_the_same_users_access_token_cookie_instead_of_the_flow_cookie,
 );
+
+async fn callback_rejects_a_state_arriving_at_another_redirect_uri(backend: Backend) {
+    // Started with the per-provider redirect URI; the response shows up at the shared one.
+    let h = Harness::start(backend).await;
+    let flow = h.initiated("google", json!({})).await;
+    let callback = h.approve(flow["authorization_url"].as_str().unwrap(), None, None).await;
+    assert!(callback.contains(&format!("{API}/callback/google")));
+    let elsewhere = with_path(&callback, &format!("{API}/callback"));
+    problem(h.callback(&elsewhere).await, 400, "provider_mismatch").await;
+    h.assert_nothing_written("wrong redirect URI").await;
+    json_body(h.callback(&callback).await, 200).await;
+}
+
+async fn a_forged_provider_error_is_reduced_to_a_code(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let flow = h.initiated("google", json!({})).await;
+    let callback = h.deny(flow["authorization_url"].as_str().unwrap()).await;
+    let forged = with_query_param(&callback, "error", "access_denied\n<script>alert(1)</script> FAKE LOG LINE");
+    let body = problem(h.callback(&forged).await, 400, "authorization_denied").await;
+    let detail = body["detail"].as_str().unwrap();
+    assert!(!detail.contains("<script>") && !detail.contains("\n") && !detail.contains("FAKE LOG LINE"), "{detail}");
+}
+
+on_both_backends!(
+    callback_rejects_a_state_arriving_at_another_redirect_uri,
+    a_forged_provider_error_is_reduced_to_a_code,
+);

@@ -106,3 +106,13 @@ on_both_backends!(
     token_endpoints_refuse_user_jwts,
     no_endpoint_but_the_token_endpoints_reveals_a_token,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_answers_and_api_answers_are_never_cached() {
+    let h = Harness::start(Backend::Sqlite).await;
+    let id = h.connect("google").await;
+    let token = h.token(id, 60).await;
+    assert_eq!(token.status(), 200);
+    assert_eq!(token.headers()["cache-control"], "no-store");
+    assert_eq!(h.get("/integrations").await.headers()["cache-control"], "no-store");
+}
