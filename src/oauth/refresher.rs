@@ -29,7 +29,9 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         }
         let cutoff = Utc::now().naive_utc() + chrono::Duration::seconds(settings.lead_seconds as i64);
-        let due = match state.store.integrations_expiring_before(cutoff, BATCH).await {
+        // Ask for enough rows that integrations in backoff cannot crowd out the others.
+        let wanted = BATCH + backoff.len() as i64;
+        let due = match state.store.integrations_expiring_before(cutoff, wanted).await {
             Ok(due) => due,
             Err(error) => {
                 tracing::warn!(error = %error, "refresher: cannot list expiring tokens");
@@ -37,8 +39,9 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
             }
         };
         let now = Instant::now();
-        backoff.retain(|_, (_, next)| *next > now);
-        let due: Vec<i32> = due.into_iter().filter(|id| !backoff.contains_key(id)).collect();
+        // Integrations no longer due were fixed or reconnected: forget their failures.
+        backoff.retain(|id, _| due.contains(id));
+        let due: Vec<i32> = due.into_iter().filter(|id| backoff.get(id).is_none_or(|(_, next)| *next <= now)).collect();
         let results: Vec<(i32, Result<(), ApiError>)> = futures_util::stream::iter(due)
             .map(|id| {
                 let state = state.clone();

@@ -2,6 +2,7 @@
 //! never a synchronous write per hand-out).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,10 +22,15 @@ struct Pending {
     last_at: NaiveDateTime,
 }
 
+/// At most this many (integration, minute) entries wait in memory; beyond it, during a long
+/// database outage, new hand-outs are served but not counted (and the loss is logged).
+const MAX_PENDING: usize = 100_000;
+
 /// Hand-outs not yet written, per integration and minute.
 #[derive(Default)]
 pub struct UsageRecorder {
     pending: Mutex<HashMap<(i32, NaiveDateTime), Pending>>,
+    uncounted: AtomicU64,
 }
 
 impl UsageRecorder {
@@ -33,6 +39,10 @@ impl UsageRecorder {
         let now = Utc::now().naive_utc();
         let minute = now.with_second(0).and_then(|m| m.with_nanosecond(0)).unwrap_or(now);
         let mut pending = self.pending.lock().expect("usage map poisoned");
+        if pending.len() >= MAX_PENDING && !pending.contains_key(&(token.integration_id, minute)) {
+            self.uncounted.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let entry = pending.entry((token.integration_id, minute)).or_insert_with(|| Pending {
             user_id: token.user_id,
             provider: token.provider.clone(),
@@ -76,15 +86,37 @@ impl UsageRecorder {
         }
     }
 
-    /// Writes everything pending; on failure keeps it for the next attempt (nothing is lost).
+    /// Writes everything pending. When the batch fails, each entry is tried alone: entries that
+    /// fail while others succeed cannot be written (their integration is gone) and are dropped
+    /// with a warning; if every entry fails the database is down and all are kept for later.
     pub async fn flush(&self, store: &dyn Store) {
+        let uncounted = self.uncounted.swap(0, Ordering::Relaxed);
+        if uncounted > 0 {
+            tracing::warn!(
+                uncounted,
+                "token hand-outs not counted: too many waiting while the database was unavailable"
+            );
+        }
         let deltas = self.take();
         if deltas.is_empty() {
             return;
         }
-        if let Err(error) = store.flush_usage(&deltas).await {
-            tracing::warn!(error = %error, pending = deltas.len(), "usage flush failed; will retry");
-            self.put_back(deltas);
+        let Err(error) = store.flush_usage(&deltas).await else { return };
+        tracing::warn!(error = %error, pending = deltas.len(), "usage flush failed; trying entries one by one");
+        let mut failed = Vec::new();
+        let mut written = 0usize;
+        for delta in deltas {
+            match store.flush_usage(std::slice::from_ref(&delta)).await {
+                Ok(()) => written += 1,
+                Err(error) => failed.push((delta, error)),
+            }
+        }
+        if written == 0 {
+            self.put_back(failed.into_iter().map(|(delta, _)| delta).collect());
+            return;
+        }
+        for (delta, error) in failed {
+            tracing::warn!(integration_id = delta.integration_id, hand_outs = delta.count, error = %error, "usage cannot be written; dropped");
         }
     }
 }

@@ -541,3 +541,23 @@ on_both_backends!(
     usage_is_counted_in_aggregate_and_saturates,
     migrations_create_a_usable_schema_on_an_empty_database,
 );
+
+async fn one_unwritable_usage_entry_does_not_stop_counting_the_others(backend: Backend) {
+    let store = store(backend).await;
+    let user = store.create_user("u@example.com").await.unwrap();
+    let integration = store.complete_connect(&connect_record(user, "google", "a")).await.unwrap();
+    let recorder = oauth_manager::oauth::usage::UsageRecorder::default();
+    let good = store.get_token(integration.id).await.unwrap().unwrap();
+    let mut gone = good.clone();
+    gone.integration_id = 999_999; // e.g. deleted by the host application
+    recorder.record(&good);
+    recorder.record(&gone);
+    recorder.record(&good);
+    recorder.flush(store.as_ref()).await;
+    assert_eq!(store.token_usage(integration.id).await.unwrap().unwrap().0, 2);
+    // The bad entry was dropped, not kept forever: a second flush writes nothing more.
+    recorder.flush(store.as_ref()).await;
+    assert_eq!(store.token_usage(integration.id).await.unwrap().unwrap().0, 2);
+}
+
+on_both_backends!(one_unwritable_usage_entry_does_not_stop_counting_the_others);
