@@ -48,33 +48,21 @@ async fn a_user_missing_from_the_users_table_gets_an_empty_list_not_a_500() {
     assert_eq!(response.status(), 200);
 }
 
+async fn initiate_google(app: &TestApp, token: &str) -> reqwest::Response {
+    let body = serde_json::json!({"provider": "google"});
+    app.client.post(app.url("/api/v1/oauth/initiate")).bearer_auth(token).json(&body).send().await.unwrap()
+}
+
 #[tokio::test]
 async fn a_user_missing_from_the_users_table_cannot_start_a_flow() {
-    let app = TestApp::start(Backend::Postgres).await;
     let ghost = crate::support::user_token(777, "ghost@example.com", &[]);
-    let response = app
-        .client
-        .post(app.url("/api/v1/oauth/initiate"))
-        .bearer_auth(&ghost)
-        .json(&serde_json::json!({"provider": "google"}))
-        .send()
-        .await
-        .unwrap();
-    // Google has no credentials in this app: configure them so the flow reaches the database.
+    let unconfigured = TestApp::start(Backend::Postgres).await;
+    let response = initiate_google(&unconfigured, &ghost).await;
     assert_eq!(response.status(), 503, "unconfigured providers are refused before any write");
-    let app = TestApp::spawn(
-        crate::support::TestConfig::new(&crate::support::existing_schema_database().await)
-            .set("GOOGLE_CLIENT_ID", "id")
-            .set("GOOGLE_CLIENT_SECRET", "secret"),
-    )
-    .await;
-    let response = app
-        .client
-        .post(app.url("/api/v1/oauth/initiate"))
-        .bearer_auth(&ghost)
-        .json(&serde_json::json!({"provider": "google"}))
-        .send()
-        .await
-        .unwrap();
-    expect_problem(response, 403, "unknown_user").await;
+
+    let database = crate::support::existing_schema_database().await;
+    let config =
+        crate::support::TestConfig::new(&database).set("GOOGLE_CLIENT_ID", "id").set("GOOGLE_CLIENT_SECRET", "secret");
+    let app = TestApp::spawn(config).await;
+    expect_problem(initiate_google(&app, &ghost).await, 403, "unknown_user").await;
 }
