@@ -45,3 +45,18 @@ fn check_config_with_nothing_set_uses_the_embedded_defaults() {
     assert!(stdout.contains("database: Sqlite"), "{stdout}");
     assert!(stdout.contains("provider google: no credentials"), "{stdout}");
 }
+
+#[tokio::test]
+async fn serve_with_nothing_set_answers_healthz_and_shuts_down_gracefully() {
+    let data_dir = std::env::temp_dir().join(format!("oam-serve-{}", oauth_manager::crypto::random_token(6)));
+    let env = [("OAUTH_DATA_DIR".to_owned(), data_dir.display().to_string())];
+    let service = crate::support::ServiceProcess::start(&env).await;
+    let health = reqwest::get(format!("{}/healthz", service.base_url)).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let sandbox = reqwest::get(format!("{}/_sandbox/google/.well-known/openid-configuration", service.base_url)).await;
+    assert_eq!(sandbox.unwrap().status(), 200, "with nothing configured the sandbox serves the providers");
+    let status = service.terminate();
+    assert!(status.success(), "SIGTERM ends it cleanly: {status:?}");
+    assert!(data_dir.join("dev-secrets.toml").exists(), "development secrets were generated");
+    std::fs::remove_dir_all(data_dir).ok();
+}

@@ -275,3 +275,50 @@ pub fn config_file(toml: &str) -> String {
     std::fs::write(&path, toml).unwrap();
     path.display().to_string()
 }
+
+/// The real `oauth-manager` binary serving on a free loopback port; killed when dropped.
+pub struct ServiceProcess {
+    pub child: std::process::Child,
+    pub base_url: String,
+}
+
+impl ServiceProcess {
+    /// Starts `oauth-manager serve` with exactly `env` (plus HOST/PORT), and waits until it is ready.
+    pub async fn start(env: &[(String, String)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_oauth-manager"))
+            .arg("serve")
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let base_url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..100 {
+            if client.get(format!("{base_url}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+                return Self { child, base_url };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("oauth-manager did not become ready on port {port}");
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

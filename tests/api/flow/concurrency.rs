@@ -48,3 +48,44 @@ async fn concurrent_hand_outs_across_two_apps_share_one_refresh() {
     assert!(h.google.handle.is_access_token_live(tokens.iter().next().unwrap()));
     assert_eq!(h.google.handle.counters().refreshes, 1, "one refresh for everybody");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn concurrent_hand_outs_across_two_service_processes_share_one_refresh() {
+    let h = Harness::start(Backend::Postgres).await;
+    let id = h.connect("google").await;
+
+    // Two real `oauth-manager serve` processes on the same database and emulators.
+    let config = h.config();
+    let providers_file = crate::support::config_file(config.providers_toml.as_deref().unwrap());
+    let mut env: Vec<(String, String)> = config.env.into_iter().collect();
+    env.push(("OAUTH_PROVIDERS_FILE".into(), providers_file));
+    let first_process = crate::support::ServiceProcess::start(&env).await;
+    let second_process = crate::support::ServiceProcess::start(&env).await;
+
+    let mut database = sqlx::PgConnection::connect(&h.database_url).await.unwrap();
+    sqlx::query(
+        "UPDATE oauth_tokens SET expires_at = now() AT TIME ZONE 'utc' - interval '1 minute' WHERE integration_id = $1",
+    )
+    .bind(id as i32)
+    .execute(&mut database)
+    .await
+    .unwrap();
+    // A slow provider keeps the first refresh in flight while every request arrives, so a missing
+    // lock between the processes shows as a second refresh instead of hiding behind a fast one.
+    h.google.handle.set_fault(provider_emulators::Fault::Slow(std::time::Duration::from_millis(300)));
+    let path = format!("{API}/integrations/{id}/token");
+    let urls = [format!("{}{path}", first_process.base_url), format!("{}{path}", second_process.base_url)];
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|i| {
+            let request = h.app.client.get(&urls[i % 2]).bearer_auth(SERVICE_KEY);
+            tokio::spawn(async move { json_body(request.send().await.unwrap(), 200).await })
+        })
+        .collect();
+    let mut tokens = HashSet::new();
+    for caller in callers {
+        tokens.insert(caller.await.unwrap()["access_token"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(tokens.len(), 1, "all {CALLERS} callers of both processes got the same token: {tokens:?}");
+    assert_eq!(h.google.handle.counters().refreshes, 1, "one refresh across both processes");
+    assert!(first_process.terminate().success() && second_process.terminate().success());
+}
