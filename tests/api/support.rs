@@ -297,11 +297,13 @@ impl ServiceProcess {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("the binary starts");
-        let base_url = format!("http://127.0.0.1:{port}");
+                // Owned by the guard at once: every path, a failed start included, kills and reaps it.
+        let service = Self { child, base_url: format!("http://127.0.0.1:{port}") };
         let client = reqwest::Client::new();
         for _ in 0..100 {
-            if client.get(format!("{base_url}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
-                return Self { child, base_url };
+            let ready = client.get(format!("{}/readyz", service.base_url)).send().await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                return service;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
