@@ -54,6 +54,9 @@ pub(super) async fn list(
         Some(other) => other,
         None => caller.user_id,
     };
+    if let Some(provider) = query.provider.as_deref().filter(|name| state.providers.get(name).is_none()) {
+        return Err(ApiError::bad_request("unknown_provider", format!("Unknown provider {provider:?}.")));
+    }
     let filter = IntegrationFilter { provider: query.provider, active_only: query.active_only.unwrap_or(true) };
     let integrations = state.store.list_integrations(user_id, &filter).await.map_err(anyhow::Error::from)?;
     Ok(Json(integrations.into_iter().map(|i| IntegrationView::new(i, &state.providers)).collect()))
@@ -153,6 +156,9 @@ pub(super) async fn remove(
             .reason
     };
     let reason = query.reason.or(from_body).unwrap_or_else(|| "user_request".to_owned());
+    if reason.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("invalid_reason", "reason may not contain control characters."));
+    }
     if reason.chars().count() > REASON_MAX {
         return Err(ApiError::bad_request(
             "reason_too_long",

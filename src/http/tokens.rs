@@ -104,6 +104,9 @@ pub(super) async fn by_owner(
     {
         return Err(ApiError::NotFound("Integration"));
     }
+    if state.providers.get(&provider).is_none() {
+        return Err(ApiError::NotFound("Integration"));
+    }
     let stored = state
         .store
         .find_token_by_owner(user_id, &provider)

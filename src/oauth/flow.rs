@@ -494,8 +494,9 @@ struct Account {
 
 impl Account {
     fn extract(provider: &Provider, document: &Value) -> Option<Self> {
+        // Provider data goes into TEXT and JSONB columns, which refuse NUL characters.
         let text = |pointer: &str| match document.pointer(pointer)? {
-            Value::String(text) if !text.is_empty() => Some(text.clone()),
+            Value::String(text) if !text.is_empty() => Some(text.replace('\0', "")),
             Value::Number(number) => Some(number.to_string()),
             _ => None,
         };
@@ -505,7 +506,7 @@ impl Account {
             .identity
             .metadata
             .iter()
-            .filter_map(|(key, pointer)| Some((key.clone(), document.pointer(pointer)?.clone())))
+            .filter_map(|(key, pointer)| Some((key.clone(), without_nul(document.pointer(pointer)?.clone()))))
             .collect();
         Some(Self {
             user_id,
@@ -513,6 +514,18 @@ impl Account {
             name: provider.identity.name.as_deref().and_then(text),
             details: Value::Object(details),
         })
+    }
+}
+
+/// `value` with NUL characters removed from every string in it.
+fn without_nul(value: Value) -> Value {
+    match value {
+        Value::String(text) => Value::String(text.replace('\0', "")),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nul).collect()),
+        Value::Object(fields) => {
+            Value::Object(fields.into_iter().map(|(k, v)| (k.replace('\0', ""), without_nul(v))).collect())
+        }
+        other => other,
     }
 }
 

@@ -297,7 +297,7 @@ impl ServiceProcess {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("the binary starts");
-                // Owned by the guard at once: every path, a failed start included, kills and reaps it.
+        // Owned by the guard at once: every path, a failed start included, kills and reaps it.
         let service = Self { child, base_url: format!("http://127.0.0.1:{port}") };
         let client = reqwest::Client::new();
         for _ in 0..100 {

@@ -3,6 +3,7 @@
 //! (failing providers, key rotation, the background tasks, the sandbox).
 
 mod attacks;
+mod bad_input;
 mod concurrency;
 mod custom_provider;
 mod google;
