@@ -43,6 +43,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where user roles come from when the JWT carries no `roles` claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RolesSource {
+    /// Only the JWT's `roles` claim.
+    Claim,
+    /// The host application's tables, with this query (`$1` is the user id; it returns role names).
+    Database { query: String },
+}
+
+/// The default query over the host application's RBAC tables.
+pub const DEFAULT_ROLES_QUERY: &str =
+    "SELECT r.name FROM roles r JOIN user_roles ur ON ur.role_id = r.id WHERE ur.user_id = $1";
+
 /// Whether the built-in providers are served by the local emulators.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -113,6 +126,8 @@ pub struct Config {
     pub expose_tokens_to_users: bool,
     /// Require the callback to come from the browser that started the flow.
     pub browser_binding: bool,
+    /// Where roles come from when the JWT has no `roles` claim.
+    pub roles_source: RolesSource,
     pub http: HttpSettings,
     pub flow: FlowSettings,
     pub refresh: RefreshSettings,
@@ -211,6 +226,14 @@ impl Config {
             Some(_) => return Err(invalid("OAUTH_BROWSER_BINDING", "must be on or off")),
         };
 
+        let roles_source = match lookup("OAUTH_ROLES_SOURCE").as_deref() {
+            None | Some("claim") => RolesSource::Claim,
+            Some("database") => RolesSource::Database {
+                query: lookup("OAUTH_ROLES_QUERY").unwrap_or_else(|| DEFAULT_ROLES_QUERY.to_owned()),
+            },
+            Some(other) => return Err(invalid("OAUTH_ROLES_SOURCE", format!("{other:?} is not claim or database"))),
+        };
+
         Ok(Self {
             host,
             port,
@@ -228,6 +251,7 @@ impl Config {
             log_format,
             expose_tokens_to_users,
             browser_binding,
+            roles_source,
             http: file.http,
             flow: file.flow,
             refresh: file.refresh,

@@ -19,6 +19,13 @@ pub async fn build_state(config: Config, providers: Providers) -> anyhow::Result
     let config_max_connections = config.database_max_connections;
     let store = store::connect(&config).await?;
     store.migrate().await.context("running migrations")?;
+    if let crate::config::RolesSource::Database { query } = &config.roles_source {
+        // A wrong query must stop start-up, not silently make every administrator a user.
+        store
+            .user_roles(0, query)
+            .await
+            .map_err(|error| anyhow::anyhow!("OAUTH_ROLES_QUERY: the roles query fails on this database: {error}"))?;
+    }
     for provider in providers.iter() {
         if let Err(error) = store.seed_scopes(&provider.name, &provider.scopes).await {
             // A provider beyond the four built-ins needs the schema's CHECK relaxed (opt-in).
@@ -43,6 +50,7 @@ pub async fn build_state(config: Config, providers: Providers) -> anyhow::Result
         refresh_locks: Arc::default(),
         refresh_slots: Arc::new(tokio::sync::Semaphore::new((config_max_connections / 2).max(1) as usize)),
         usage: Arc::default(),
+        roles: Arc::default(),
     })
 }
 

@@ -27,6 +27,8 @@ pub struct AppState {
     /// Bounds concurrent refreshes, each of which holds a database connection while the provider
     /// answers, below the pool size so the hand-out path always finds a connection.
     pub refresh_slots: Arc<tokio::sync::Semaphore>,
+    /// Administrator flags read from the host application's tables (`OAUTH_ROLES_SOURCE=database`).
+    pub roles: Arc<crate::auth::RoleDirectory>,
     /// Token hand-outs waiting for the flusher.
     pub usage: Arc<UsageRecorder>,
 }

@@ -6,6 +6,7 @@ use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 
 use super::jwt::{Claims, Role};
+use crate::config::RolesSource;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -60,16 +61,26 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// The user of a request, from `Authorization: Bearer <jwt>` or the `access_token` cookie.
-pub fn user_from_parts(parts: &Parts, state: &AppState) -> Option<UserCaller> {
+pub async fn user_from_parts(parts: &Parts, state: &AppState) -> Option<UserCaller> {
     let token = bearer(parts).or_else(|| cookie(&parts.headers, "access_token"))?;
-    state.jwt.verify(token).map(UserCaller::from_claims)
+    let claims = state.jwt.verify(token)?;
+    // The claim decides when present; otherwise the host's tables, when so configured.
+    let from_tables = match &state.config.roles_source {
+        RolesSource::Database { query } if claims.roles.is_empty() => {
+            state.roles.is_admin(state.store.as_ref(), query, claims.user_id).await
+        }
+        _ => false,
+    };
+    let mut caller = UserCaller::from_claims(claims);
+    caller.is_admin |= from_tables;
+    Some(caller)
 }
 
 impl FromRequestParts<AppState> for UserCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        user_from_parts(parts, state).ok_or(ApiError::Unauthenticated)
+        user_from_parts(parts, state).await.ok_or(ApiError::Unauthenticated)
     }
 }
 
@@ -80,7 +91,7 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(key_index) = bearer(parts).and_then(|token| state.config.service_keys.find(token)) {
             return Ok(Self::Service(ServiceCaller { key_index }));
         }
-        user_from_parts(parts, state).map(Self::User).ok_or(ApiError::Unauthenticated)
+        user_from_parts(parts, state).await.map(Self::User).ok_or(ApiError::Unauthenticated)
     }
 }
 
@@ -93,6 +104,6 @@ impl FromRequestParts<AppState> for MaybeUser {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(Self(user_from_parts(parts, state)))
+        Ok(Self(user_from_parts(parts, state).await))
     }
 }

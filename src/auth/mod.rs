@@ -2,8 +2,10 @@
 
 mod extract;
 mod jwt;
+mod roles;
 mod service_keys;
 
 pub use extract::{Caller, MaybeUser, ServiceCaller, UserCaller, cookie};
 pub use jwt::{Claims, JwtVerifier, Role};
+pub use roles::RoleDirectory;
 pub use service_keys::ServiceKeys;

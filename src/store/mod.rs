@@ -91,6 +91,9 @@ pub trait Store: Send + Sync + 'static {
     /// The id of the user with this e-mail, if any.
     async fn find_user(&self, email: &str) -> StoreResult<Option<i32>>;
 
+    /// Role names of a user, from the host application's tables with the operator's `query`.
+    async fn user_roles(&self, user_id: i32, query: &str) -> StoreResult<Vec<String>>;
+
     /// Upserts a provider's scope catalogue into `oauth_scopes`.
     async fn seed_scopes(&self, provider: &str, scopes: &[ScopeEntry]) -> StoreResult<()>;
     /// A provider's scope catalogue as stored.

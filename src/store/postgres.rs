@@ -259,6 +259,12 @@ impl Store for PgStore {
         Ok(sqlx::query_scalar("SELECT id FROM users WHERE email = $1").bind(email).fetch_optional(&self.pool).await?)
     }
 
+    async fn user_roles(&self, user_id: i32, query: &str) -> StoreResult<Vec<String>> {
+        // The operator's configured query (OAUTH_ROLES_QUERY), never request data.
+        let query = sqlx::AssertSqlSafe(query.to_owned());
+        Ok(sqlx::query_scalar(query).bind(user_id).fetch_all(&self.pool).await?)
+    }
+
     async fn seed_scopes(&self, provider: &str, scopes: &[ScopeEntry]) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         for scope in scopes {

@@ -93,3 +93,51 @@ async fn another_users_integration_is_404_and_admins_see_it() {
     let shown = serde_json::to_string(&listed).unwrap();
     assert!(!shown.contains("ciphertext"), "no token material in listings");
 }
+
+async fn with_host_rbac_tables(url: &str) {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE roles (id SERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+         CREATE TABLE user_roles (user_id INTEGER NOT NULL REFERENCES users(id), role_id INTEGER NOT NULL REFERENCES roles(id));
+         INSERT INTO roles (name) VALUES ('user'), ('premium'), ('administrator');",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn roles_can_come_from_the_host_applications_tables() {
+    let url = crate::support::existing_schema_database().await;
+    with_host_rbac_tables(&url).await;
+    let app = TestApp::spawn(crate::support::TestConfig::new(&url).set("OAUTH_ROLES_SOURCE", "database")).await;
+    let owner = app.user("owner@example.com").await;
+    let admin = app.user("admin@example.com").await; // no roles claim in its JWT
+    let premium = app.user("premium@example.com").await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query("INSERT INTO user_roles (user_id, role_id) SELECT $1, id FROM roles WHERE name = 'administrator'")
+        .bind(admin.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO user_roles (user_id, role_id) SELECT $1, id FROM roles WHERE name = 'premium'")
+        .bind(premium.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let integration =
+        app.state.store.complete_connect(&crate::store_fixtures::connect_record(owner.id, "google")).await.unwrap();
+    let path = format!("/api/v1/oauth/integrations/{}", integration.id);
+    assert_eq!(app.get(&path, Some(&admin.token)).await.status(), 200, "administrator per the tables");
+    expect_problem(app.get(&path, Some(&premium.token)).await, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn a_roles_query_that_fails_stops_start_up() {
+    let url = crate::support::existing_schema_database().await; // no roles tables here
+    let env = crate::support::TestConfig::new(&url).set("OAUTH_ROLES_SOURCE", "database").env;
+    let config = oauth_manager::config::Config::load(&|name| env.get(name).cloned()).unwrap();
+    let providers = oauth_manager::oauth::Providers::load(None, &|_| None).unwrap();
+    let error = oauth_manager::startup::build_state(config, providers).await.err().expect("start-up refuses");
+    assert!(format!("{error:#}").contains("OAUTH_ROLES_QUERY"), "{error:#}");
+}
