@@ -22,10 +22,10 @@ impl RoleDirectory {
     /// Whether `user_id` has the `administrator` role. A failing query denies (and is logged):
     /// a database problem must never grant rights.
     pub async fn is_admin(&self, store: &dyn Store, query: &str, user_id: i32) -> bool {
-        if let Some((read_at, is_admin)) = self.cache.lock().expect("role cache poisoned").get(&user_id) {
-            if read_at.elapsed() < ROLES_TTL {
-                return *is_admin;
-            }
+        if let Some((read_at, is_admin)) = self.cache.lock().expect("role cache poisoned").get(&user_id)
+            && read_at.elapsed() < ROLES_TTL
+        {
+            return *is_admin;
         }
         let is_admin = match store.user_roles(user_id, query).await {
             Ok(roles) => roles.iter().any(|role| role == "administrator"),
