@@ -48,7 +48,7 @@ pub async fn build_state(config: Config, providers: Providers) -> anyhow::Result
         config: Arc::new(config),
         jwks: Arc::default(),
         refresh_locks: Arc::default(),
-        refresh_slots: Arc::new(tokio::sync::Semaphore::new((config_max_connections / 2).max(1) as usize)),
+        refresh_slots: Arc::new(tokio::sync::Semaphore::new(refresh_slot_count(config_max_connections))),
         usage: Arc::default(),
         roles: Arc::default(),
     })
@@ -77,6 +77,7 @@ pub async fn serve(state: AppState, sandbox: Option<axum::Router>) -> anyhow::Re
     tracing::info!(%address, "oauth-manager listening");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let tasks = spawn_background(&state, stopped);
+    let state_for_shutdown = state.clone();
     let mut app = crate::http::router(state);
     if let Some(sandbox) = sandbox {
         app = app.nest(SANDBOX_PREFIX, sandbox);
@@ -85,12 +86,29 @@ pub async fn serve(state: AppState, sandbox: Option<axum::Router>) -> anyhow::Re
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP");
+    wait_for_refreshes(&state_for_shutdown).await;
     let _ = stop.send(true);
     for task in tasks {
         let _ = task.await;
     }
     tracing::info!("shut down");
     served
+}
+
+/// How many refreshes may run at once: each holds a database connection while the provider
+/// answers, so at most half the pool, leaving the rest to the hand-out path.
+pub fn refresh_slot_count(max_connections: u32) -> usize {
+    (max_connections / 2).max(1) as usize
+}
+
+/// Waits (bounded) until no refresh is talking to a provider: one whose caller already went away
+/// runs detached, and stopping it mid-call could lose a rotated refresh token.
+async fn wait_for_refreshes(state: &AppState) {
+    let slots = refresh_slot_count(state.config.database_max_connections) as u32;
+    let patience = state.config.provider_timeout() * 2;
+    if tokio::time::timeout(patience, state.refresh_slots.acquire_many(slots)).await.is_err() {
+        tracing::warn!("shutting down with refreshes still in flight");
+    }
 }
 
 /// Where the sandbox's provider emulators are served.

@@ -12,9 +12,7 @@ use url::Url;
 use super::RequestClient;
 use crate::auth::{MaybeUser, UserCaller, cookie};
 use crate::error::{ApiResult, Problem};
-use crate::oauth::flow::{
-    self, Browser, CallbackFailure, CallbackQuery, FLOW_COOKIE_PATH, InitiateRequest, InitiateResponse,
-};
+use crate::oauth::flow::{self, Browser, CallbackFailure, CallbackQuery, InitiateRequest, InitiateResponse};
 use crate::state::AppState;
 
 /// `POST /initiate`, `GET /callback`, `GET /callback/{provider}`.
@@ -35,8 +33,11 @@ pub(super) async fn initiate(
     let (answer, cookie) = flow::initiate(&state, &caller, request).await?;
     let secure = if state.config.public_base_url.scheme() == "https" { "; Secure" } else { "" };
     let set_cookie = format!(
-        "{}={}; Path={FLOW_COOKIE_PATH}; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
-        cookie.name, cookie.value, cookie.max_age_seconds
+        "{}={}; Path={}; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+        cookie.name,
+        cookie.value,
+        flow::flow_cookie_path(&state.config),
+        cookie.max_age_seconds
     );
     Ok(([(SET_COOKIE, set_cookie)], Json(answer)).into_response())
 }
@@ -80,7 +81,9 @@ async fn finish(
         user_id: user.map(|u| u.user_id),
         flow_cookie: cookie_name.as_deref().and_then(|name| cookie(headers, name)).map(str::to_owned),
     };
-    let mut response = match flow::callback(state, query, provider, browser, client).await {
+    let outcome = flow::callback(state, query, provider, browser, client).await;
+    let state_spent = outcome.as_ref().map_or_else(|failure| failure.state_spent, |_| true);
+    let mut response = match outcome {
         Ok(connected) => {
             let integration = connected.integration;
             match connected.return_to {
@@ -101,15 +104,17 @@ async fn finish(
                 .into_response(),
             }
         }
-        Err(CallbackFailure { error, return_to: Some(target) }) => {
+        Err(CallbackFailure { error, return_to: Some(target), .. }) => {
             tracing::info!(code = error.code(), "callback refused; redirecting back");
             redirect(&target, &[("oauth_status", "error"), ("error", error.code())])
         }
-        Err(CallbackFailure { error, return_to: None }) => error.into_response(),
+        Err(CallbackFailure { error, return_to: None, .. }) => error.into_response(),
     };
-    // The flow is over either way for this browser: forget its cookie.
-    if let Some(name) = cookie_name {
-        let expired = format!("{name}=; Path={FLOW_COOKIE_PATH}; Max-Age=0; HttpOnly; SameSite=Lax");
+    // Once the state is spent this browser's cookie for it is useless: forget it. A refusal that
+    // left the state usable keeps the cookie, so the right callback can still finish the flow.
+    if let Some(name) = cookie_name.filter(|_| state_spent) {
+        let path = flow::flow_cookie_path(&state.config);
+        let expired = format!("{name}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Lax");
         if let Ok(value) = HeaderValue::from_str(&expired) {
             response.headers_mut().append(SET_COOKIE, value);
         }

@@ -44,8 +44,11 @@ pub struct FlowCookie {
     pub max_age_seconds: u64,
 }
 
-/// Path the flow cookie is sent to: both callback routes, nothing else.
-pub const FLOW_COOKIE_PATH: &str = "/api/v1/oauth/callback";
+/// Path the flow cookie is sent to: both callback routes and nothing else, under whatever path
+/// `PUBLIC_BASE_URL` itself has (a service behind a proxy at `/oam`).
+pub fn flow_cookie_path(config: &crate::config::Config) -> String {
+    format!("{}/api/v1/oauth/callback", config.public_base_url.path().trim_end_matches('/'))
+}
 
 /// The flow cookie's name for a state: one per flow, so parallel flows in one browser coexist.
 pub fn flow_cookie_name(state_value: &str) -> String {
@@ -238,11 +241,13 @@ pub struct Browser {
 pub struct CallbackFailure {
     pub error: ApiError,
     pub return_to: Option<String>,
+    /// Whether the state was consumed; if not, the browser may still finish this flow.
+    pub state_spent: bool,
 }
 
 impl From<ApiError> for CallbackFailure {
     fn from(error: ApiError) -> Self {
-        Self { error, return_to: None }
+        Self { error, return_to: None, state_spent: false }
     }
 }
 
@@ -271,7 +276,7 @@ pub async fn callback(
         .map_err(store_error)?
         .ok_or_else(invalid_state)?;
     let return_to = record.metadata.get("return_to").and_then(Value::as_str).map(str::to_owned);
-    let fail = |error: ApiError| CallbackFailure { error, return_to: return_to.clone() };
+    let fail = |error: ApiError| CallbackFailure { error, return_to: return_to.clone(), state_spent: false };
     let now = Utc::now().naive_utc();
 
     // Checks that refuse without changing anything: the legitimate user can still finish.
@@ -352,7 +357,7 @@ pub async fn callback(
             if let Err(audit_error) = state.store.record_audit(&audit_failure(error.code(), error.to_string())).await {
                 tracing::warn!(error = %audit_error, "could not record a failed connect");
             }
-            Err(fail(error))
+            Err(CallbackFailure { state_spent: true, ..fail(error) })
         }
     }
 }

@@ -148,7 +148,7 @@ pub async fn refresh(
         .cloned()
         .ok_or_else(|| ApiError::bad_request("unknown_provider", "The provider is no longer configured."))?;
     let started = Instant::now();
-    let decide = decider(state, provider, seen.access_token);
+    let decide = decider(state, provider, seen.access_token.clone());
     let audit = RefreshAudit { client: client.clone(), duration_ms: 0, reason };
     let (store, locks, slots) = (state.store.clone(), state.refresh_locks.clone(), state.refresh_slots.clone());
     // Its own task: a caller that goes away (request timeout, client hang-up) must not cancel a
@@ -163,6 +163,16 @@ pub async fn refresh(
     .map_err(|error| anyhow::anyhow!("refresh task of integration {integration_id} failed: {error}"))?
     .map_err(store_error)?;
     tracing::info!(integration_id, reason, duration_ms = elapsed_ms(started), outcome = step_name(&step), "refresh");
+    if let RefreshStep::Failed(_) = &step {
+        // The failure may belong to a grant the user replaced meanwhile (it was then discarded):
+        // the new connection is what the caller wants.
+        if let Ok(Some(current)) = state.store.get_token(integration_id).await
+            && current.access_token != seen.access_token
+            && current.status == IntegrationStatus::Active
+        {
+            return Ok(current);
+        }
+    }
     match step {
         RefreshStep::Failed(failure) if failure.needs_reauth => {
             Err(ApiError::bad_request(failure.code, failure.message))

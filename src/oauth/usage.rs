@@ -54,6 +54,11 @@ impl UsageRecorder {
         entry.last_at = now;
     }
 
+    /// How many (integration, minute) entries wait to be written.
+    pub fn pending(&self) -> usize {
+        self.pending.lock().expect("usage map poisoned").len()
+    }
+
     fn take(&self) -> Vec<UsageDelta> {
         let drained = std::mem::take(&mut *self.pending.lock().expect("usage map poisoned"));
         drained

@@ -545,6 +545,9 @@ impl Store for PgStore {
             .bind(integration_id)
             .execute(&mut *tx)
             .await?;
+        // Once the provider has answered, a rotated refresh token must be written: no lock wait
+        // after this point may abort the transaction (the row locks are held only briefly).
+        sqlx::query("SET LOCAL lock_timeout = 0").execute(&mut *tx).await?;
         let sql = concat!(
             "SELECT ",
             token_columns!(),

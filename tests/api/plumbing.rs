@@ -66,3 +66,16 @@ async fn a_user_missing_from_the_users_table_cannot_start_a_flow() {
     let app = TestApp::spawn(config).await;
     expect_problem(initiate_google(&app, &ghost).await, 403, "unknown_user").await;
 }
+
+#[test]
+fn the_flow_cookie_follows_a_public_base_url_with_a_path() {
+    let data_dir = std::env::temp_dir().join(format!("oam-path-{}", oauth_manager::crypto::random_token(6)));
+    let env = [("PUBLIC_BASE_URL", "https://apps.example.com/oam/"), ("OAUTH_DATA_DIR", data_dir.to_str().unwrap())];
+    let config = oauth_manager::config::Config::load(&|name| {
+        env.iter().find(|(key, _)| *key == name).map(|(_, value)| value.to_string())
+    })
+    .unwrap();
+    assert_eq!(oauth_manager::oauth::flow::flow_cookie_path(&config), "/oam/api/v1/oauth/callback");
+    assert_eq!(config.callback_url(Some("google")), "https://apps.example.com/oam/api/v1/oauth/callback/google");
+    std::fs::remove_dir_all(data_dir).ok();
+}

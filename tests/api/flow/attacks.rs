@@ -316,3 +316,34 @@ on_both_backends!(
     callback_rejects_a_state_arriving_at_another_redirect_uri,
     a_forged_provider_error_is_reduced_to_a_code,
 );
+
+async fn callback_refuses_a_wrong_or_foreign_flow_cookie(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let mine = h.initiate("google", json!({})).await;
+    let my_cookie = super::support::flow_cookie(&mine).unwrap();
+    let mine = json_body(mine, 200).await;
+    let other = h.initiate("notion", json!({})).await;
+    let other_cookie = super::support::flow_cookie(&other).unwrap();
+    let callback = h.approve(mine["authorization_url"].as_str().unwrap(), None, None).await;
+
+    let (name, _) = my_cookie.split_once('=').unwrap();
+    let forged = format!("{name}=not-the-value-that-was-set");
+    let (_, other_value) = other_cookie.split_once('=').unwrap();
+    let swapped = format!("{name}={other_value}");
+    for cookie in [forged, swapped, other_cookie] {
+        let response = h.app.client.get(&callback).header("cookie", &cookie).send().await.unwrap();
+        problem(response, 400, "state_not_bound").await;
+    }
+    h.assert_nothing_written("wrong flow cookies").await;
+    let response = h.app.client.get(&callback).header("cookie", &my_cookie).send().await.unwrap();
+    json_body(response, 200).await;
+}
+
+async fn without_browser_binding_any_browser_may_finish(backend: Backend) {
+    let h = Harness::start_with(backend, |config| config.set("OAUTH_BROWSER_BINDING", "off")).await;
+    let flow = h.initiated("google", json!({})).await;
+    let callback = h.approve(flow["authorization_url"].as_str().unwrap(), None, None).await;
+    json_body(h.callback_from_another_browser(&callback).await, 200).await;
+}
+
+on_both_backends!(callback_refuses_a_wrong_or_foreign_flow_cookie, without_browser_binding_any_browser_may_finish);
