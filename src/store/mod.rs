@@ -7,6 +7,7 @@
 mod locks;
 mod models;
 mod postgres;
+mod sql;
 mod sqlite;
 
 use std::sync::Arc;

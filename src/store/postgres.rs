@@ -7,6 +7,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 
+use super::sql;
 use super::*;
 
 /// Namespaces of the two-key advisory locks, so ours never collide with the host app's.
@@ -17,24 +18,6 @@ const USAGE_LOCK: i32 = 0x6f61_7202;
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
-}
-
-/// Columns of an `Integration` read (a macro so queries stay `&'static str` via `concat!`).
-macro_rules! integration_columns {
-    () => {
-        "i.id, i.user_id, i.provider, i.provider_user_id, i.status, i.scopes,
-    i.provider_metadata, i.created_at, i.updated_at, i.last_sync_at, i.error_message,
-    COALESCE(i.error_count, 0) AS error_count, t.expires_at AS token_expires_at,
-    (t.refresh_token IS NOT NULL) AS has_refresh_token"
-    };
-}
-
-/// Columns of a `StoredToken` read.
-macro_rules! token_columns {
-    () => {
-        "t.integration_id, i.user_id, i.provider, i.status, t.access_token,
-    t.refresh_token, t.token_type, t.expires_at, t.scope, t.updated_at"
-    };
 }
 
 fn integration(row: &PgRow) -> Result<Integration, sqlx::Error> {
@@ -89,12 +72,7 @@ impl PgStore {
     }
 
     async fn integration_in(tx: &mut Transaction<'_, Postgres>, id: i32) -> StoreResult<Integration> {
-        let sql = concat!(
-            "SELECT ",
-            integration_columns!(),
-            " FROM oauth_integrations i
-             LEFT JOIN oauth_tokens t ON t.integration_id = i.id WHERE i.id = $1"
-        );
+        let sql = sql::SELECT_INTEGRATION;
         let row = sqlx::query(sql).bind(id).fetch_one(&mut **tx).await?;
         Ok(integration(&row)?)
     }
@@ -154,13 +132,11 @@ impl PgStore {
                 .bind(current.integration_id)
                 .fetch_optional(&mut **tx)
                 .await?;
-        let still_current: Option<i32> = sqlx::query_scalar(
-            "SELECT integration_id FROM oauth_tokens WHERE integration_id = $1 AND access_token = $2",
-        )
-        .bind(current.integration_id)
-        .bind(&current.access_token)
-        .fetch_optional(&mut **tx)
-        .await?;
+        let still_current: Option<i32> = sqlx::query_scalar(sql::TOKEN_STILL_CURRENT)
+            .bind(current.integration_id)
+            .bind(&current.access_token)
+            .fetch_optional(&mut **tx)
+            .await?;
         // Disconnected or reconnected while the provider answered: the outcome belongs to a grant
         // that is gone, so it must not touch the integration.
         if status.as_deref() == Some("revoked") || still_current.is_none() {
@@ -173,45 +149,33 @@ impl PgStore {
         match step {
             RefreshStep::AlreadyFresh => return Ok(()),
             RefreshStep::Refreshed(tokens) => {
-                sqlx::query(
-                    "UPDATE oauth_tokens SET access_token = $2, refresh_token = COALESCE($3, refresh_token),
-                        token_type = $4, expires_at = $5, scope = COALESCE($6, scope), updated_at = $7
-                     WHERE integration_id = $1",
-                )
-                .bind(current.integration_id)
-                .bind(&tokens.access_token)
-                .bind(&tokens.refresh_token)
-                .bind(&tokens.token_type)
-                .bind(tokens.expires_at)
-                .bind(&tokens.scope)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-                sqlx::query(
-                    "UPDATE oauth_integrations SET status = 'active', scopes = COALESCE($2, scopes),
-                        last_sync_at = $3, updated_at = $3, error_message = NULL, error_count = 0
-                     WHERE id = $1",
-                )
-                .bind(current.integration_id)
-                .bind(&tokens.scopes)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
+                sqlx::query(sql::STORE_REFRESHED_TOKENS)
+                    .bind(current.integration_id)
+                    .bind(&tokens.access_token)
+                    .bind(&tokens.refresh_token)
+                    .bind(&tokens.token_type)
+                    .bind(tokens.expires_at)
+                    .bind(&tokens.scope)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                sqlx::query(sql::MARK_REFRESHED)
+                    .bind(current.integration_id)
+                    .bind(&tokens.scopes)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
                 entry.scopes = tokens.scopes.clone();
                 entry.details = Some(serde_json::json!({"refresh_token_rotated": tokens.refresh_token.is_some()}));
             }
             RefreshStep::Failed(failure) => {
-                sqlx::query(
-                    "UPDATE oauth_integrations SET status = CASE WHEN $2 THEN 'error' ELSE status END,
-                        error_message = $3, error_count = COALESCE(error_count, 0) + 1, updated_at = $4
-                     WHERE id = $1",
-                )
-                .bind(current.integration_id)
-                .bind(failure.needs_reauth)
-                .bind(&failure.message)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
+                sqlx::query(sql::MARK_REFRESH_FAILED)
+                    .bind(current.integration_id)
+                    .bind(failure.needs_reauth)
+                    .bind(&failure.message)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
                 entry.action = AuditAction::Error;
                 entry.success = false;
                 entry.error_message = Some(failure.message.clone());
@@ -231,7 +195,7 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query(sql::PING).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -248,15 +212,12 @@ impl Store for PgStore {
     }
 
     async fn create_user(&self, email: &str) -> StoreResult<i32> {
-        let id = sqlx::query_scalar("INSERT INTO users (email, is_active) VALUES ($1, true) RETURNING id")
-            .bind(email)
-            .fetch_one(&self.pool)
-            .await?;
+        let id = sqlx::query_scalar(sql::INSERT_USER).bind(email).fetch_one(&self.pool).await?;
         Ok(id)
     }
 
     async fn find_user(&self, email: &str) -> StoreResult<Option<i32>> {
-        Ok(sqlx::query_scalar("SELECT id FROM users WHERE email = $1").bind(email).fetch_optional(&self.pool).await?)
+        Ok(sqlx::query_scalar(sql::FIND_USER).bind(email).fetch_optional(&self.pool).await?)
     }
 
     async fn user_roles(&self, user_id: i32, query: &str) -> StoreResult<Vec<String>> {
@@ -268,37 +229,23 @@ impl Store for PgStore {
     async fn seed_scopes(&self, provider: &str, scopes: &[ScopeEntry]) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         for scope in scopes {
-            sqlx::query(
-                "INSERT INTO oauth_scopes (provider, scope_name, display_name, description, category,
-                    is_required, is_dangerous)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (provider, scope_name) DO UPDATE SET display_name = EXCLUDED.display_name,
-                    description = EXCLUDED.description, category = EXCLUDED.category,
-                    is_required = EXCLUDED.is_required, is_dangerous = EXCLUDED.is_dangerous",
-            )
-            .bind(provider)
-            .bind(&scope.name)
-            .bind(&scope.display_name)
-            .bind(&scope.description)
-            .bind(&scope.category)
-            .bind(scope.required)
-            .bind(scope.dangerous)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(sql::UPSERT_SCOPE)
+                .bind(provider)
+                .bind(&scope.name)
+                .bind(&scope.display_name)
+                .bind(&scope.description)
+                .bind(&scope.category)
+                .bind(scope.required)
+                .bind(scope.dangerous)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
     async fn list_scopes(&self, provider: &str) -> StoreResult<Vec<ScopeEntry>> {
-        let rows = sqlx::query(
-            "SELECT scope_name, display_name, COALESCE(description, '') AS description,
-                COALESCE(category, '') AS category, is_required, is_dangerous
-             FROM oauth_scopes WHERE provider = $1 ORDER BY id",
-        )
-        .bind(provider)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(sql::LIST_SCOPES).bind(provider).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| {
                 Ok(ScopeEntry {
@@ -315,35 +262,24 @@ impl Store for PgStore {
     }
 
     async fn insert_state(&self, state: &NewState) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO oauth_state (state_token, user_id, provider, scopes, redirect_uri, code_verifier,
-                code_challenge, state_metadata, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&state.state_hash)
-        .bind(state.user_id)
-        .bind(&state.provider)
-        .bind(&state.scopes)
-        .bind(&state.redirect_uri)
-        .bind(&state.code_verifier)
-        .bind(&state.code_challenge)
-        .bind(Json(&state.metadata))
-        .bind(state.created_at)
-        .bind(state.expires_at)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(sql::INSERT_STATE)
+            .bind(&state.state_hash)
+            .bind(state.user_id)
+            .bind(&state.provider)
+            .bind(&state.scopes)
+            .bind(&state.redirect_uri)
+            .bind(&state.code_verifier)
+            .bind(&state.code_challenge)
+            .bind(Json(&state.metadata))
+            .bind(state.created_at)
+            .bind(state.expires_at)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     async fn find_state(&self, state_hash: &str) -> StoreResult<Option<StateRecord>> {
-        let row = sqlx::query(
-            "SELECT id, state_token, user_id, provider, scopes, redirect_uri, code_verifier, state_metadata,
-                expires_at, is_used
-             FROM oauth_state WHERE state_token = $1",
-        )
-        .bind(state_hash)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(sql::FIND_STATE).bind(state_hash).fetch_optional(&self.pool).await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(StateRecord {
             id: row.try_get("id")?,
@@ -360,19 +296,12 @@ impl Store for PgStore {
     }
 
     async fn consume_state(&self, id: i32, now: NaiveDateTime) -> StoreResult<bool> {
-        let result = sqlx::query(
-            "UPDATE oauth_state SET is_used = true, used_at = $2 WHERE id = $1 AND is_used = false AND expires_at > $2",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+        let result = sqlx::query(sql::CONSUME_STATE).bind(id).bind(now).execute(&self.pool).await?;
         Ok(result.rows_affected() == 1)
     }
 
     async fn delete_expired_states(&self, cutoff: NaiveDateTime) -> StoreResult<u64> {
-        let result =
-            sqlx::query("DELETE FROM oauth_state WHERE expires_at < $1").bind(cutoff).execute(&self.pool).await?;
+        let result = sqlx::query(sql::DELETE_EXPIRED_STATES).bind(cutoff).execute(&self.pool).await?;
         Ok(result.rows_affected())
     }
 
@@ -387,24 +316,15 @@ impl Store for PgStore {
         .await?;
         // A stored refresh token may be kept only for the same provider account.
         let same_account = previous_account.clone().flatten() == record.provider_user_id;
-        let id: i32 = sqlx::query_scalar(
-            "INSERT INTO oauth_integrations (user_id, provider, provider_user_id, status, scopes,
-                provider_metadata, created_at, updated_at, last_sync_at, error_message, error_count)
-             VALUES ($1, $2, $3, 'active', $4, $5, $6, $6, $6, NULL, 0)
-             ON CONFLICT (user_id, provider) DO UPDATE SET provider_user_id = EXCLUDED.provider_user_id,
-                status = 'active', scopes = EXCLUDED.scopes, provider_metadata = EXCLUDED.provider_metadata,
-                updated_at = EXCLUDED.updated_at, last_sync_at = EXCLUDED.last_sync_at,
-                error_message = NULL, error_count = 0
-             RETURNING id",
-        )
-        .bind(record.user_id)
-        .bind(&record.provider)
-        .bind(&record.provider_user_id)
-        .bind(&record.scopes)
-        .bind(Json(&record.metadata))
-        .bind(record.now)
-        .fetch_one(&mut *tx)
-        .await?;
+        let id: i32 = sqlx::query_scalar(sql::UPSERT_INTEGRATION)
+            .bind(record.user_id)
+            .bind(&record.provider)
+            .bind(&record.provider_user_id)
+            .bind(&record.scopes)
+            .bind(Json(&record.metadata))
+            .bind(record.now)
+            .fetch_one(&mut *tx)
+            .await?;
         let updated = sqlx::query(
             "UPDATE oauth_tokens SET access_token = $2,
                 refresh_token = CASE WHEN $3::text IS NOT NULL THEN $3 WHEN $8 THEN refresh_token ELSE NULL END,
@@ -422,20 +342,16 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
-            sqlx::query(
-                "INSERT INTO oauth_tokens (integration_id, access_token, refresh_token, token_type, expires_at,
-                    scope, created_at, updated_at, usage_count)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 0)",
-            )
-            .bind(id)
-            .bind(&record.access_token)
-            .bind(&record.refresh_token)
-            .bind(&record.token_type)
-            .bind(record.expires_at)
-            .bind(&record.scope)
-            .bind(record.now)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(sql::INSERT_TOKEN)
+                .bind(id)
+                .bind(&record.access_token)
+                .bind(&record.refresh_token)
+                .bind(&record.token_type)
+                .bind(record.expires_at)
+                .bind(&record.scope)
+                .bind(record.now)
+                .execute(&mut *tx)
+                .await?;
         }
         sqlx::query(
             "INSERT INTO oauth_consents (integration_id, scopes, granted_at, ip_address, user_agent, consent_version)
@@ -470,12 +386,7 @@ impl Store for PgStore {
     }
 
     async fn get_integration(&self, id: i32) -> StoreResult<Option<Integration>> {
-        let sql = concat!(
-            "SELECT ",
-            integration_columns!(),
-            " FROM oauth_integrations i
-             LEFT JOIN oauth_tokens t ON t.integration_id = i.id WHERE i.id = $1"
-        );
+        let sql = sql::SELECT_INTEGRATION;
         let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?;
         Ok(row.as_ref().map(integration).transpose()?)
     }
@@ -483,7 +394,7 @@ impl Store for PgStore {
     async fn list_integrations(&self, user_id: i32, filter: &IntegrationFilter) -> StoreResult<Vec<Integration>> {
         let sql = concat!(
             "SELECT ",
-            integration_columns!(),
+            sql::integration_columns!(),
             " FROM oauth_integrations i
              LEFT JOIN oauth_tokens t ON t.integration_id = i.id
              WHERE i.user_id = $1 AND ($2::text IS NULL OR i.provider = $2)
@@ -500,35 +411,19 @@ impl Store for PgStore {
     }
 
     async fn get_token(&self, integration_id: i32) -> StoreResult<Option<StoredToken>> {
-        let sql = concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM oauth_tokens t JOIN oauth_integrations i ON i.id = t.integration_id
-             WHERE t.integration_id = $1 ORDER BY t.id DESC LIMIT 1"
-        );
+        let sql = sql::SELECT_TOKEN;
         let row = sqlx::query(sql).bind(integration_id).fetch_optional(&self.pool).await?;
         Ok(row.as_ref().map(stored_token).transpose()?)
     }
 
     async fn find_token_by_owner(&self, user_id: i32, provider: &str) -> StoreResult<Option<StoredToken>> {
-        let sql = concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM oauth_integrations i JOIN oauth_tokens t ON t.integration_id = i.id
-             WHERE i.user_id = $1 AND i.provider = $2 ORDER BY t.id DESC LIMIT 1"
-        );
+        let sql = sql::SELECT_TOKEN_BY_OWNER;
         let row = sqlx::query(sql).bind(user_id).bind(provider).fetch_optional(&self.pool).await?;
         Ok(row.as_ref().map(stored_token).transpose()?)
     }
 
     async fn token_usage(&self, integration_id: i32) -> StoreResult<Option<(i32, Option<NaiveDateTime>)>> {
-        Ok(sqlx::query_as(
-            "SELECT COALESCE(usage_count, 0), last_used_at FROM oauth_tokens WHERE integration_id = $1
-             ORDER BY id DESC LIMIT 1",
-        )
-        .bind(integration_id)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(sql::TOKEN_USAGE).bind(integration_id).fetch_optional(&self.pool).await?)
     }
 
     async fn refresh_locked(
@@ -548,12 +443,7 @@ impl Store for PgStore {
         // Once the provider has answered, a rotated refresh token must be written: no lock wait
         // after this point may abort the transaction (the row locks are held only briefly).
         sqlx::query("SET LOCAL lock_timeout = 0").execute(&mut *tx).await?;
-        let sql = concat!(
-            "SELECT ",
-            token_columns!(),
-            " FROM oauth_tokens t JOIN oauth_integrations i ON i.id = t.integration_id
-             WHERE t.integration_id = $1 ORDER BY t.id DESC LIMIT 1"
-        );
+        let sql = sql::SELECT_TOKEN;
         let row = sqlx::query(sql).bind(integration_id).fetch_optional(&mut *tx).await?;
         let current = row.as_ref().map(stored_token).transpose()?.ok_or(StoreError::NotFound)?;
         let step = decide(current.clone()).await;
@@ -563,15 +453,7 @@ impl Store for PgStore {
     }
 
     async fn integrations_expiring_before(&self, cutoff: NaiveDateTime, limit: i64) -> StoreResult<Vec<i32>> {
-        Ok(sqlx::query_scalar(
-            "SELECT i.id FROM oauth_integrations i JOIN oauth_tokens t ON t.integration_id = i.id
-             WHERE i.status = 'active' AND t.refresh_token IS NOT NULL AND t.expires_at < $1
-             ORDER BY t.expires_at LIMIT $2",
-        )
-        .bind(cutoff)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(sql::EXPIRING_INTEGRATIONS).bind(cutoff).bind(limit).fetch_all(&self.pool).await?)
     }
 
     async fn revoke_integration(&self, id: i32, record: &RevokeRecord) -> StoreResult<bool> {
@@ -589,23 +471,9 @@ impl Store for PgStore {
         let user_id: i32 = row.try_get("user_id")?;
         let provider: String = row.try_get("provider")?;
         let scopes: Vec<String> = row.try_get("scopes")?;
-        sqlx::query("DELETE FROM oauth_tokens WHERE integration_id = $1").bind(id).execute(&mut *tx).await?;
-        sqlx::query(
-            "UPDATE oauth_integrations SET status = 'revoked', updated_at = $2, error_message = NULL WHERE id = $1",
-        )
-        .bind(id)
-        .bind(record.now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE oauth_consents SET is_revoked = true, revoked_at = $2, revoked_reason = $3
-             WHERE integration_id = $1 AND is_revoked = false",
-        )
-        .bind(id)
-        .bind(record.now)
-        .bind(&record.reason)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(sql::DELETE_TOKENS).bind(id).execute(&mut *tx).await?;
+        sqlx::query(sql::MARK_REVOKED).bind(id).bind(record.now).execute(&mut *tx).await?;
+        sqlx::query(sql::REVOKE_CONSENTS).bind(id).bind(record.now).bind(&record.reason).execute(&mut *tx).await?;
         let (success, error_message, details) = revocation_audit(&record.provider_revocation);
         let mut entry = AuditEntry {
             integration_id: Some(id),
@@ -714,13 +582,10 @@ impl Store for PgStore {
     }
 
     async fn status_counts(&self, user_id: i32) -> StoreResult<StatusCounts> {
-        let integrations = sqlx::query_as::<_, (String, String, i64)>(
-            "SELECT provider, status, COUNT(*) FROM oauth_integrations WHERE user_id = $1
-             GROUP BY provider, status ORDER BY provider, status",
-        )
-        .bind(user_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let integrations = sqlx::query_as::<_, (String, String, i64)>(sql::COUNT_INTEGRATIONS)
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
         let (total_consents, revoked_consents): (i64, i64) = sqlx::query_as(
             "SELECT COUNT(*), COALESCE(SUM(CASE WHEN c.is_revoked THEN 1 ELSE 0 END), 0)::bigint
              FROM oauth_consents c JOIN oauth_integrations i ON i.id = c.integration_id WHERE i.user_id = $1",
@@ -760,19 +625,16 @@ impl Store for PgStore {
             .bind(delta.last_at)
             .execute(&mut *tx)
             .await?;
-            let existing = sqlx::query(
-                "SELECT id, details FROM oauth_audit_log
-                 WHERE integration_id = $1 AND action = 'api_call' AND created_at = $2 ORDER BY id LIMIT 1",
-            )
-            .bind(delta.integration_id)
-            .bind(delta.minute)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let existing = sqlx::query(sql::FIND_API_CALL_ROW)
+                .bind(delta.integration_id)
+                .bind(delta.minute)
+                .fetch_optional(&mut *tx)
+                .await?;
             match existing {
                 Some(row) => {
                     let id: i32 = row.try_get("id")?;
                     let details: Option<Value> = row.try_get("details")?;
-                    sqlx::query("UPDATE oauth_audit_log SET details = $2 WHERE id = $1")
+                    sqlx::query(sql::UPDATE_API_CALL_DETAILS)
                         .bind(id)
                         .bind(Json(merged_usage_details(details.as_ref(), delta)))
                         .execute(&mut *tx)

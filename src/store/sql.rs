@@ -1,0 +1,156 @@
+//! SQL that both databases run as written: one text, so the two stores cannot drift apart.
+//! Each store keeps only what its dialect needs (arrays, INET, JSON, row locks).
+
+/// Columns of an `Integration` read (a macro so queries stay `&'static str` via `concat!`).
+macro_rules! integration_columns {
+    () => {
+        "i.id, i.user_id, i.provider, i.provider_user_id, i.status, i.scopes,
+    i.provider_metadata, i.created_at, i.updated_at, i.last_sync_at, i.error_message,
+    COALESCE(i.error_count, 0) AS error_count, t.expires_at AS token_expires_at,
+    (t.refresh_token IS NOT NULL) AS has_refresh_token"
+    };
+}
+pub(super) use integration_columns;
+
+/// Columns of a `StoredToken` read.
+macro_rules! token_columns {
+    () => {
+        "t.integration_id, i.user_id, i.provider, i.status, t.access_token,
+    t.refresh_token, t.token_type, t.expires_at, t.scope, t.updated_at"
+    };
+}
+
+/// One integration with its token facts.
+pub const SELECT_INTEGRATION: &str = concat!(
+    "SELECT ",
+    integration_columns!(),
+    " FROM oauth_integrations i LEFT JOIN oauth_tokens t ON t.integration_id = i.id WHERE i.id = $1"
+);
+
+/// The token of an integration, with its owner (the hand-out's one read).
+pub const SELECT_TOKEN: &str = concat!(
+    "SELECT ",
+    token_columns!(),
+    " FROM oauth_tokens t JOIN oauth_integrations i ON i.id = t.integration_id
+     WHERE t.integration_id = $1 ORDER BY t.id DESC LIMIT 1"
+);
+
+/// The token of a user's integration with a provider.
+pub const SELECT_TOKEN_BY_OWNER: &str = concat!(
+    "SELECT ",
+    token_columns!(),
+    " FROM oauth_integrations i JOIN oauth_tokens t ON t.integration_id = i.id
+     WHERE i.user_id = $1 AND i.provider = $2 ORDER BY t.id DESC LIMIT 1"
+);
+
+/// Whether the token row still holds the access token a refresh decided on.
+pub const TOKEN_STILL_CURRENT: &str =
+    "SELECT integration_id FROM oauth_tokens WHERE integration_id = $1 AND access_token = $2";
+
+/// Writes a refresh's tokens; `NULL` keeps the refresh token of providers that do not rotate.
+pub const STORE_REFRESHED_TOKENS: &str =
+    "UPDATE oauth_tokens SET access_token = $2, refresh_token = COALESCE($3, refresh_token),
+                        token_type = $4, expires_at = $5, scope = COALESCE($6, scope), updated_at = $7
+                     WHERE integration_id = $1";
+
+/// Marks an integration active after a refresh, clearing its error.
+pub const MARK_REFRESHED: &str = "UPDATE oauth_integrations SET status = 'active', scopes = COALESCE($2, scopes),
+                        last_sync_at = $3, updated_at = $3, error_message = NULL, error_count = 0
+                     WHERE id = $1";
+
+/// Records a failed refresh; `$2` marks it for re-authorisation.
+pub const MARK_REFRESH_FAILED: &str =
+    "UPDATE oauth_integrations SET status = CASE WHEN $2 THEN 'error' ELSE status END,
+                        error_message = $3, error_count = COALESCE(error_count, 0) + 1, updated_at = $4
+                     WHERE id = $1";
+
+/// Readiness round trip.
+pub const PING: &str = "SELECT 1";
+
+/// Creates a `users` row (sandbox and tests; the host app owns users).
+pub const INSERT_USER: &str = "INSERT INTO users (email, is_active) VALUES ($1, true) RETURNING id";
+
+/// A user id by e-mail.
+pub const FIND_USER: &str = "SELECT id FROM users WHERE email = $1";
+
+/// Upserts one catalogue entry on `(provider, scope_name)`.
+pub const UPSERT_SCOPE: &str = "INSERT INTO oauth_scopes (provider, scope_name, display_name, description, category,
+                    is_required, is_dangerous)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (provider, scope_name) DO UPDATE SET display_name = EXCLUDED.display_name,
+                    description = EXCLUDED.description, category = EXCLUDED.category,
+                    is_required = EXCLUDED.is_required, is_dangerous = EXCLUDED.is_dangerous";
+
+/// A provider's scope catalogue.
+pub const LIST_SCOPES: &str = "SELECT scope_name, display_name, COALESCE(description, '') AS description,
+                COALESCE(category, '') AS category, is_required, is_dangerous
+             FROM oauth_scopes WHERE provider = $1 ORDER BY id";
+
+/// Records an authorization state.
+pub const INSERT_STATE: &str =
+    "INSERT INTO oauth_state (state_token, user_id, provider, scopes, redirect_uri, code_verifier,
+                code_challenge, state_metadata, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// A state by the hash of its value.
+pub const FIND_STATE: &str =
+    "SELECT id, state_token, user_id, provider, scopes, redirect_uri, code_verifier, state_metadata,
+                expires_at, is_used
+             FROM oauth_state WHERE state_token = $1";
+
+/// Spends a state once, if unused and unexpired (RFC 9700 §2.1.1).
+pub const CONSUME_STATE: &str =
+    "UPDATE oauth_state SET is_used = true, used_at = $2 WHERE id = $1 AND is_used = false AND expires_at > $2";
+
+/// Purges expired states.
+pub const DELETE_EXPIRED_STATES: &str = "DELETE FROM oauth_state WHERE expires_at < $1";
+
+/// Creates or reconnects the one integration per `(user_id, provider)`.
+pub const UPSERT_INTEGRATION: &str =
+    "INSERT INTO oauth_integrations (user_id, provider, provider_user_id, status, scopes,
+                provider_metadata, created_at, updated_at, last_sync_at, error_message, error_count)
+             VALUES ($1, $2, $3, 'active', $4, $5, $6, $6, $6, NULL, 0)
+             ON CONFLICT (user_id, provider) DO UPDATE SET provider_user_id = EXCLUDED.provider_user_id,
+                status = 'active', scopes = EXCLUDED.scopes, provider_metadata = EXCLUDED.provider_metadata,
+                updated_at = EXCLUDED.updated_at, last_sync_at = EXCLUDED.last_sync_at,
+                error_message = NULL, error_count = 0
+             RETURNING id";
+
+/// The token row of a first connection.
+pub const INSERT_TOKEN: &str =
+    "INSERT INTO oauth_tokens (integration_id, access_token, refresh_token, token_type, expires_at,
+                    scope, created_at, updated_at, usage_count)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 0)";
+
+/// Hand-out counters of a token.
+pub const TOKEN_USAGE: &str =
+    "SELECT COALESCE(usage_count, 0), last_used_at FROM oauth_tokens WHERE integration_id = $1
+             ORDER BY id DESC LIMIT 1";
+
+/// Active integrations with a refresh token whose access token expires before `$1`.
+pub const EXPIRING_INTEGRATIONS: &str =
+    "SELECT i.id FROM oauth_integrations i JOIN oauth_tokens t ON t.integration_id = i.id
+             WHERE i.status = 'active' AND t.refresh_token IS NOT NULL AND t.expires_at < $1
+             ORDER BY t.expires_at LIMIT $2";
+
+/// Forgets an integration's tokens.
+pub const DELETE_TOKENS: &str = "DELETE FROM oauth_tokens WHERE integration_id = $1";
+
+/// Marks an integration revoked.
+pub const MARK_REVOKED: &str =
+    "UPDATE oauth_integrations SET status = 'revoked', updated_at = $2, error_message = NULL WHERE id = $1";
+
+/// Revokes an integration's consents with the reason.
+pub const REVOKE_CONSENTS: &str = "UPDATE oauth_consents SET is_revoked = true, revoked_at = $2, revoked_reason = $3
+             WHERE integration_id = $1 AND is_revoked = false";
+
+/// A user's integrations counted by provider and status.
+pub const COUNT_INTEGRATIONS: &str = "SELECT provider, status, COUNT(*) FROM oauth_integrations WHERE user_id = $1
+             GROUP BY provider, status ORDER BY provider, status";
+
+/// The `api_call` row of an integration and minute.
+pub const FIND_API_CALL_ROW: &str = "SELECT id, details FROM oauth_audit_log
+                 WHERE integration_id = $1 AND action = 'api_call' AND created_at = $2 ORDER BY id LIMIT 1";
+
+/// Updates the aggregate of an `api_call` row.
+pub const UPDATE_API_CALL_DETAILS: &str = "UPDATE oauth_audit_log SET details = $2 WHERE id = $1";
