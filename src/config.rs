@@ -35,6 +35,19 @@ pub enum DatabaseKind {
     Sqlite,
 }
 
+impl DatabaseKind {
+    /// The kind a `DATABASE_URL` names, if it names one this service supports.
+    pub fn of_url(url: &str) -> Option<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else {
+            None
+        }
+    }
+}
+
 /// Output format of the logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 use crate::auth::JwtVerifier;
@@ -17,7 +18,7 @@ use crate::store;
 pub async fn build_state(config: Config, providers: Providers) -> anyhow::Result<AppState> {
     let keys = KeyRing::parse(&config.encryption_keys).context("OAUTH_ENCRYPTION_KEY")?;
     let config_max_connections = config.database_max_connections;
-    let store = store::connect(&config).await?;
+    let store = store::connect(config.database_url.expose_secret(), config.database_max_connections).await?;
     store.migrate().await.context("running migrations")?;
     if let crate::config::RolesSource::Database { query } = &config.roles_source {
         // A wrong query must stop start-up, not silently make every administrator a user.

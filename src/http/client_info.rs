@@ -18,10 +18,8 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestClient {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip_address = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(address)| address.ip().to_canonical().to_string());
+        let ip_address =
+            parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.ip().to_canonical());
         let user_agent = parts.headers.get(USER_AGENT).and_then(|value| value.to_str().ok()).map(|agent| {
             let mut end = agent.len().min(USER_AGENT_MAX);
             while !agent.is_char_boundary(end) {

@@ -10,13 +10,14 @@ use serde::Serialize;
 
 use super::client::{self, ProviderError};
 use super::flow::{elapsed_ms, provider_failure, store_error, token_column};
+use crate::crypto::KeyRing;
 use crate::error::ApiError;
 use crate::http::views::expiry;
 use crate::oauth::Provider;
 use crate::state::AppState;
 use crate::store::NEVER_EXPIRES;
 use crate::store::{
-    ClientInfo, IntegrationStatus, RefreshAudit, RefreshFailure, RefreshFn, RefreshStep, RefreshedTokens, StoredToken,
+    ClientInfo, IntegrationStatus, RefreshAudit, RefreshFailure, RefreshStep, RefreshedTokens, StoredToken,
 };
 
 /// Answer of the token endpoints.
@@ -148,16 +149,20 @@ pub async fn refresh(
         .cloned()
         .ok_or_else(|| ApiError::bad_request("unknown_provider", "The provider is no longer configured."))?;
     let started = Instant::now();
-    let decide = decider(state, provider, seen.access_token.clone());
-    let audit = RefreshAudit { client: client.clone(), duration_ms: 0, reason };
     let (store, locks, slots) = (state.store.clone(), state.refresh_locks.clone(), state.refresh_slots.clone());
+    let (http, keys, client) = (state.http.clone(), state.keys.clone(), client.clone());
+    let seen_access = seen.access_token.clone();
     // Its own task: a caller that goes away (request timeout, client hang-up) must not cancel a
     // refresh whose provider call may already have rotated the refresh token (RFC 9700 §4.14.2).
     let step = tokio::spawn(async move {
         let _in_process = locks.lock(integration_id).await;
         // Each refresh holds a database connection while the provider answers: never all of them.
         let _slot = slots.acquire_owned().await.expect("the refresh semaphore is never closed");
-        store.refresh_locked(integration_id, audit, decide).await
+        let refresh = store.begin_refresh(integration_id).await?;
+        let step = decide(&http, &keys, &provider, refresh.current(), &seen_access).await;
+        let audit = RefreshAudit { client, duration_ms: elapsed_ms(started), reason };
+        refresh.commit(&step, &audit).await?;
+        Ok::<_, crate::store::StoreError>(step)
     })
     .await
     .map_err(|error| anyhow::anyhow!("refresh task of integration {integration_id} failed: {error}"))?
@@ -175,7 +180,8 @@ pub async fn refresh(
     }
     match step {
         RefreshStep::Failed(failure) if failure.needs_reauth => {
-            Err(ApiError::bad_request(failure.code, failure.message))
+            let code = if seen.refresh_token.is_none() { "no_refresh_token" } else { "needs_reauth" };
+            Err(ApiError::bad_request(code, failure.message))
         }
         RefreshStep::Failed(failure) => {
             Err(provider_failure(ProviderError::Unavailable(failure.message), "refresh_failed", "Refreshing failed"))
@@ -191,65 +197,58 @@ pub async fn refresh(
     }
 }
 
-/// The decision taken under the refresh lock, given the token as stored at that moment.
-fn decider(state: &AppState, provider: Provider, seen_access: String) -> RefreshFn {
-    let (http, keys) = (state.http.clone(), state.keys.clone());
-    Box::new(move |current: StoredToken| {
-        Box::pin(async move {
-            // Someone refreshed (or the user reconnected) while we waited: share their result.
-            if current.access_token != seen_access || current.status == IntegrationStatus::Error {
-                return RefreshStep::AlreadyFresh;
-            }
-            let Some(ciphertext) = current.refresh_token.as_deref() else {
-                return RefreshStep::Failed(RefreshFailure {
-                    needs_reauth: true,
-                    code: "no_refresh_token",
-                    message: "The provider gave no refresh token for this connection; connect again to renew it."
-                        .into(),
-                });
+/// What to do with the token as it stands under the refresh lock: nothing when someone else
+/// refreshed (or the user reconnected) while we waited, else ask the provider.
+async fn decide(
+    http: &reqwest::Client,
+    keys: &KeyRing,
+    provider: &Provider,
+    current: &StoredToken,
+    seen_access: &str,
+) -> RefreshStep {
+    if current.access_token != seen_access || current.status == IntegrationStatus::Error {
+        return RefreshStep::AlreadyFresh;
+    }
+    let Some(ciphertext) = current.refresh_token.as_deref() else {
+        return RefreshStep::Failed(RefreshFailure {
+            needs_reauth: true,
+            message: "The provider gave no refresh token for this connection; connect again to renew it.".into(),
+        });
+    };
+    let refresh_column = token_column("oauth_tokens.refresh_token", current.user_id, &current.provider);
+    let refresh_token = match keys.decrypt(ciphertext, &refresh_column) {
+        Ok(token) => token,
+        Err(error) => {
+            tracing::error!(integration_id = current.integration_id, error = %error, "stored refresh token does not decrypt");
+            return RefreshStep::Failed(RefreshFailure {
+                needs_reauth: true,
+                message: "The stored refresh token cannot be decrypted; connect again.".into(),
+            });
+        }
+    };
+    match client::refresh(http, provider, &refresh_token).await {
+        Ok(tokens) => {
+            let encrypt = |column: &str, value: &SecretString| {
+                keys.encrypt(value.expose_secret(), &token_column(column, current.user_id, &current.provider))
             };
-            let refresh_column = token_column("oauth_tokens.refresh_token", current.user_id, &current.provider);
-            let refresh_token = match keys.decrypt(ciphertext, &refresh_column) {
-                Ok(token) => token,
-                Err(error) => {
-                    tracing::error!(integration_id = current.integration_id, error = %error, "stored refresh token does not decrypt");
-                    return RefreshStep::Failed(RefreshFailure {
-                        needs_reauth: true,
-                        code: "needs_reauth",
-                        message: "The stored refresh token cannot be decrypted; connect again.".into(),
-                    });
-                }
-            };
-            match client::refresh(&http, &provider, &refresh_token).await {
-                Ok(tokens) => {
-                    let encrypt = |column: &str, value: &SecretString| {
-                        keys.encrypt(value.expose_secret(), &token_column(column, current.user_id, &current.provider))
-                    };
-                    RefreshStep::Refreshed(RefreshedTokens {
-                        access_token: encrypt("oauth_tokens.access_token", &tokens.access_token),
-                        // Rotating providers (Microsoft, Notion) send a new one: always keep it.
-                        refresh_token: tokens.refresh_token.as_ref().map(|t| encrypt("oauth_tokens.refresh_token", t)),
-                        token_type: tokens.token_type,
-                        expires_at: expires_at_from(Utc::now().naive_utc(), tokens.expires_in),
-                        scopes: tokens.scope.as_deref().map(split_scopes),
-                        scope: tokens.scope,
-                    })
-                }
-                Err(ProviderError::Rejected { error, .. }) if provider.is_reauth_error(&error) => {
-                    RefreshStep::Failed(RefreshFailure {
-                        needs_reauth: true,
-                        code: "needs_reauth",
-                        message: format!("The provider refused the refresh token ({error}); connect again."),
-                    })
-                }
-                Err(error) => RefreshStep::Failed(RefreshFailure {
-                    needs_reauth: false,
-                    code: "refresh_failed",
-                    message: error.to_string(),
-                }),
-            }
-        })
-    })
+            RefreshStep::Refreshed(RefreshedTokens {
+                access_token: encrypt("oauth_tokens.access_token", &tokens.access_token),
+                // Rotating providers (Microsoft, Notion) send a new one: always keep it.
+                refresh_token: tokens.refresh_token.as_ref().map(|t| encrypt("oauth_tokens.refresh_token", t)),
+                token_type: tokens.token_type,
+                expires_at: expires_at_from(Utc::now().naive_utc(), tokens.expires_in),
+                scopes: tokens.scope.as_deref().map(split_scopes),
+                scope: tokens.scope,
+            })
+        }
+        Err(ProviderError::Rejected { error, .. }) if provider.is_reauth_error(&error) => {
+            RefreshStep::Failed(RefreshFailure {
+                needs_reauth: true,
+                message: format!("The provider refused the refresh token ({error}); connect again."),
+            })
+        }
+        Err(error) => RefreshStep::Failed(RefreshFailure { needs_reauth: false, message: error.to_string() }),
+    }
 }
 
 fn step_name(step: &RefreshStep) -> &'static str {

@@ -1,27 +1,32 @@
-//! All SQL lives here: one `Store` trait, a PostgreSQL and a SQLite implementation.
+//! All SQL: the `Store` the rest of the service uses, written once over two thin dialects.
 //!
-//! The trait is deliberately "dumb": it reads and writes rows, each write in one explicit
-//! transaction; every decision (what to refresh, who may see what) is made above it, so the two
-//! backends cannot drift apart in behaviour.
+//! `sql_store` holds every operation and every rule of the store (one text of SQL in `sql`, typed
+//! rows in `rows`), generic over the database. `postgres` and `sqlite` hold only what truly
+//! differs: how a refresh holds its integration, row locks, column codecs and migrations. The
+//! trait stays "dumb": it reads and writes rows, each write in one explicit transaction; what to
+//! refresh and who may see what is decided above it.
 
+mod codecs;
+mod dialect;
 mod locks;
 mod models;
 mod postgres;
+mod rows;
+mod rules;
 mod sql;
+mod sql_store;
 mod sqlite;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::NaiveDateTime;
-use secrecy::ExposeSecret;
 
 pub use locks::KeyedLocks;
 pub use models::*;
-pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+pub use sql_store::{PgStore, SqlStore, SqliteStore};
 
-use crate::config::{Config, DatabaseKind};
+use crate::config::DatabaseKind;
 
 /// What can go wrong in the store, with constraint violations mapped to meaning.
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +51,13 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &error {
-            // PostgreSQL lock_not_available (lock_timeout) and deadlock_detected.
-            if matches!(db.code().as_deref(), Some("55P03" | "40P01")) {
+            let code = db.code();
+            // PostgreSQL lock_not_available (lock_timeout) and deadlock_detected; SQLite's BUSY and
+            // LOCKED, whose extended codes keep the primary code in the low byte.
+            let sqlite_busy = code.as_deref().and_then(|code| code.parse::<i32>().ok()).is_some_and(|code| {
+                matches!(code & 0xff, 5 | 6) // SQLITE_BUSY, SQLITE_LOCKED
+            });
+            if matches!(code.as_deref(), Some("55P03" | "40P01")) || sqlite_busy {
                 return Self::Busy;
             }
             let constraint = db.constraint().unwrap_or_default();
@@ -123,15 +133,11 @@ pub trait Store: Send + Sync + 'static {
     async fn find_token_by_owner(&self, user_id: i32, provider: &str) -> StoreResult<Option<StoredToken>>;
     /// `usage_count` and `last_used_at` of an integration's token.
     async fn token_usage(&self, integration_id: i32) -> StoreResult<Option<(i32, Option<NaiveDateTime>)>>;
-    /// Runs `decide` while holding the integration's refresh lock (across processes on
-    /// PostgreSQL), then applies its decision and the audit row in the same transaction, so a
-    /// rotated refresh token is stored with the refresh that produced it.
-    async fn refresh_locked(
-        &self,
-        integration_id: i32,
-        audit: RefreshAudit,
-        decide: RefreshFn,
-    ) -> StoreResult<RefreshStep>;
+    /// Takes the integration's refresh lock (across processes on PostgreSQL) and reads its token
+    /// as it stands under the lock. The caller talks to the provider while holding it, then
+    /// commits the outcome, so a rotated refresh token is stored with the refresh that produced
+    /// it. Dropping the refresh without committing releases the lock and writes nothing.
+    async fn begin_refresh(&self, integration_id: i32) -> StoreResult<Box<dyn RefreshTx>>;
     /// Active integrations with a refresh token whose access token expires before `cutoff`.
     async fn integrations_expiring_before(&self, cutoff: NaiveDateTime, limit: i64) -> StoreResult<Vec<i32>>;
 
@@ -153,45 +159,21 @@ pub trait Store: Send + Sync + 'static {
     async fn flush_usage(&self, deltas: &[UsageDelta]) -> StoreResult<()>;
 }
 
-/// Opens the configured database.
-pub async fn connect(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    let url = config.database_url.expose_secret();
-    Ok(match config.database_kind {
-        DatabaseKind::Postgres => Arc::new(PgStore::connect(url, config.database_max_connections).await?),
-        DatabaseKind::Sqlite => Arc::new(SqliteStore::connect(url, config.database_max_connections).await?),
+/// A refresh in progress: the integration's lock is held until `commit` or drop.
+#[async_trait]
+pub trait RefreshTx: Send {
+    /// The token as stored when the lock was taken.
+    fn current(&self) -> &StoredToken;
+    /// Writes the outcome and its audit row (nothing for `AlreadyFresh`, and nothing when the
+    /// connection was disconnected or reconnected meanwhile), then releases the lock.
+    async fn commit(self: Box<Self>, step: &RefreshStep, audit: &RefreshAudit) -> StoreResult<()>;
+}
+
+/// Opens the database at `url` with a pool of `max_connections`.
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match DatabaseKind::of_url(url) {
+        Some(DatabaseKind::Postgres) => Arc::new(PgStore::connect(url, max_connections).await?),
+        Some(DatabaseKind::Sqlite) => Arc::new(SqliteStore::connect(url, max_connections).await?),
+        None => anyhow::bail!("DATABASE_URL must start with postgres://, postgresql:// or sqlite:"),
     })
-}
-
-/// `count` as an `INTEGER` increment: the column saturates instead of overflowing.
-fn saturating_i32(count: u64) -> i32 {
-    i32::try_from(count).unwrap_or(i32::MAX)
-}
-
-/// The `details` of an `api_call` row after adding `delta` to what it held.
-fn merged_usage_details(existing: Option<&serde_json::Value>, delta: &UsageDelta) -> serde_json::Value {
-    let previous = existing.and_then(|details| details.get("hand_outs")).and_then(|v| v.as_u64()).unwrap_or(0);
-    let first_at = existing
-        .and_then(|details| details.get("first_at"))
-        .and_then(|v| v.as_str())
-        .map(str::to_owned)
-        .unwrap_or_else(|| delta.first_at.and_utc().to_rfc3339());
-    serde_json::json!({
-        "hand_outs": previous.saturating_add(delta.count),
-        "first_at": first_at,
-        "last_at": delta.last_at.and_utc().to_rfc3339(),
-    })
-}
-
-/// What a revocation record writes into the `revoke` audit row.
-fn revocation_audit(outcome: &ProviderRevocation) -> (bool, Option<String>, serde_json::Value) {
-    match outcome {
-        ProviderRevocation::Revoked => (true, None, serde_json::json!({"provider_revocation": "revoked"})),
-        ProviderRevocation::NotSupported => (true, None, serde_json::json!({"provider_revocation": "not_supported"})),
-        ProviderRevocation::NothingToRevoke => {
-            (true, None, serde_json::json!({"provider_revocation": "nothing_to_revoke"}))
-        }
-        ProviderRevocation::Failed(message) => {
-            (false, Some(message.clone()), serde_json::json!({"provider_revocation": "failed"}))
-        }
-    }
 }

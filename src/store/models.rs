@@ -3,8 +3,9 @@
 //! Timestamps are UTC `NaiveDateTime`s because the existing schema uses `TIMESTAMP` without a
 //! time zone. Token and verifier fields hold ciphertext only (see `crypto`).
 
+use std::net::IpAddr;
+
 use chrono::NaiveDateTime;
-use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 /// `oauth_tokens.expires_at` is NOT NULL: tokens that never expire (Notion) get this sentinel,
@@ -91,7 +92,7 @@ impl AuditAction {
 /// Where a request came from, recorded in consents and audit rows.
 #[derive(Clone, Debug, Default)]
 pub struct ClientInfo {
-    pub ip_address: Option<String>,
+    pub ip_address: Option<IpAddr>,
     pub user_agent: Option<String>,
 }
 
@@ -211,15 +212,14 @@ pub struct RefreshedTokens {
 /// A refresh that did not work.
 #[derive(Clone, Debug)]
 pub struct RefreshFailure {
-    /// The grant is dead (`invalid_grant` and friends): the integration needs re-authorisation.
+    /// The grant is dead (`invalid_grant` and friends, or no refresh token): the integration needs
+    /// re-authorisation.
     pub needs_reauth: bool,
-    /// The API error code it is answered with (`needs_reauth`, `no_refresh_token`, `refresh_failed`).
-    pub code: &'static str,
     /// Safe to show: never contains a token.
     pub message: String,
 }
 
-/// What the refresh callback decided, applied by the store in the locked transaction.
+/// What a refresh decided, committed by the store under the refresh lock.
 #[derive(Clone, Debug)]
 pub enum RefreshStep {
     /// Another caller refreshed meanwhile, or the token is fresh enough: nothing to write.
@@ -232,12 +232,11 @@ pub enum RefreshStep {
 #[derive(Clone, Debug)]
 pub struct RefreshAudit {
     pub client: ClientInfo,
+    /// How long the refresh took, provider call included.
     pub duration_ms: i32,
+    /// Why it ran (`hand_out`, `proactive`, `manual`, `sync`, `rejected_by_provider`).
     pub reason: &'static str,
 }
-
-/// The work done while holding an integration's refresh lock: given the current token, decide.
-pub type RefreshFn = Box<dyn FnOnce(StoredToken) -> BoxFuture<'static, RefreshStep> + Send>;
 
 /// The outcome of a revocation at the provider, recorded in the audit log.
 #[derive(Clone, Debug)]

@@ -1,7 +1,8 @@
-//! SQL that both databases run as written: one text, so the two stores cannot drift apart.
-//! Each store keeps only what its dialect needs (arrays, INET, JSON, row locks).
+//! The store's SQL, one text for both databases. It stays portable: no casts (sqlx sends every
+//! parameter's type to PostgreSQL), no `GREATEST`/`MAX`, types carried by the codecs. What the
+//! dialects cannot share (row locks) is in `Dialect`.
 
-/// Columns of an `Integration` read (a macro so queries stay `&'static str` via `concat!`).
+/// Columns of an `IntegrationRow` (a macro so queries stay `&'static str` via `concat!`).
 macro_rules! integration_columns {
     () => {
         "i.id, i.user_id, i.provider, i.provider_user_id, i.status, i.scopes,
@@ -10,59 +11,14 @@ macro_rules! integration_columns {
     (t.refresh_token IS NOT NULL) AS has_refresh_token"
     };
 }
-pub(super) use integration_columns;
 
-/// Columns of a `StoredToken` read.
+/// Columns of a `TokenRow`.
 macro_rules! token_columns {
     () => {
         "t.integration_id, i.user_id, i.provider, i.status, t.access_token,
     t.refresh_token, t.token_type, t.expires_at, t.scope, t.updated_at"
     };
 }
-
-/// One integration with its token facts.
-pub const SELECT_INTEGRATION: &str = concat!(
-    "SELECT ",
-    integration_columns!(),
-    " FROM oauth_integrations i LEFT JOIN oauth_tokens t ON t.integration_id = i.id WHERE i.id = $1"
-);
-
-/// The token of an integration, with its owner (the hand-out's one read).
-pub const SELECT_TOKEN: &str = concat!(
-    "SELECT ",
-    token_columns!(),
-    " FROM oauth_tokens t JOIN oauth_integrations i ON i.id = t.integration_id
-     WHERE t.integration_id = $1 ORDER BY t.id DESC LIMIT 1"
-);
-
-/// The token of a user's integration with a provider.
-pub const SELECT_TOKEN_BY_OWNER: &str = concat!(
-    "SELECT ",
-    token_columns!(),
-    " FROM oauth_integrations i JOIN oauth_tokens t ON t.integration_id = i.id
-     WHERE i.user_id = $1 AND i.provider = $2 ORDER BY t.id DESC LIMIT 1"
-);
-
-/// Whether the token row still holds the access token a refresh decided on.
-pub const TOKEN_STILL_CURRENT: &str =
-    "SELECT integration_id FROM oauth_tokens WHERE integration_id = $1 AND access_token = $2";
-
-/// Writes a refresh's tokens; `NULL` keeps the refresh token of providers that do not rotate.
-pub const STORE_REFRESHED_TOKENS: &str =
-    "UPDATE oauth_tokens SET access_token = $2, refresh_token = COALESCE($3, refresh_token),
-                        token_type = $4, expires_at = $5, scope = COALESCE($6, scope), updated_at = $7
-                     WHERE integration_id = $1";
-
-/// Marks an integration active after a refresh, clearing its error.
-pub const MARK_REFRESHED: &str = "UPDATE oauth_integrations SET status = 'active', scopes = COALESCE($2, scopes),
-                        last_sync_at = $3, updated_at = $3, error_message = NULL, error_count = 0
-                     WHERE id = $1";
-
-/// Records a failed refresh; `$2` marks it for re-authorisation.
-pub const MARK_REFRESH_FAILED: &str =
-    "UPDATE oauth_integrations SET status = CASE WHEN $2 THEN 'error' ELSE status END,
-                        error_message = $3, error_count = COALESCE(error_count, 0) + 1, updated_at = $4
-                     WHERE id = $1";
 
 /// Readiness round trip.
 pub const PING: &str = "SELECT 1";
@@ -99,11 +55,15 @@ pub const FIND_STATE: &str =
              FROM oauth_state WHERE state_token = $1";
 
 /// Spends a state once, if unused and unexpired (RFC 9700 §2.1.1).
-pub const CONSUME_STATE: &str =
-    "UPDATE oauth_state SET is_used = true, used_at = $2 WHERE id = $1 AND is_used = false AND expires_at > $2";
+pub const CONSUME_STATE: &str = "UPDATE oauth_state SET is_used = true, used_at = $2
+             WHERE id = $1 AND is_used = false AND expires_at > $2 RETURNING id";
 
 /// Purges expired states.
-pub const DELETE_EXPIRED_STATES: &str = "DELETE FROM oauth_state WHERE expires_at < $1";
+pub const DELETE_EXPIRED_STATES: &str = "DELETE FROM oauth_state WHERE expires_at < $1 RETURNING id";
+
+/// The provider account of a user's existing integration with a provider.
+pub const PREVIOUS_ACCOUNT: &str =
+    "SELECT provider_user_id FROM oauth_integrations WHERE user_id = $1 AND provider = $2";
 
 /// Creates or reconnects the one integration per `(user_id, provider)`.
 pub const UPSERT_INTEGRATION: &str =
@@ -116,16 +76,83 @@ pub const UPSERT_INTEGRATION: &str =
                 error_message = NULL, error_count = 0
              RETURNING id";
 
+/// A reconnect's tokens over the existing row; `$8` keeps the stored refresh token when the
+/// provider sent none (`rules::keeps_stored_refresh_token`).
+pub const UPDATE_CONNECTED_TOKEN: &str = "UPDATE oauth_tokens SET access_token = $2,
+                refresh_token = CASE WHEN $3 IS NOT NULL THEN $3 WHEN $8 THEN refresh_token ELSE NULL END,
+                token_type = $4, expires_at = $5, scope = $6, updated_at = $7
+             WHERE integration_id = $1 RETURNING integration_id";
+
 /// The token row of a first connection.
 pub const INSERT_TOKEN: &str =
     "INSERT INTO oauth_tokens (integration_id, access_token, refresh_token, token_type, expires_at,
                     scope, created_at, updated_at, usage_count)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 0)";
 
+/// A consent row per grant.
+pub const INSERT_CONSENT: &str =
+    "INSERT INTO oauth_consents (integration_id, scopes, granted_at, ip_address, user_agent, consent_version)
+             VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// One integration with its token facts.
+pub const SELECT_INTEGRATION: &str = concat!(
+    "SELECT ",
+    integration_columns!(),
+    " FROM oauth_integrations i LEFT JOIN oauth_tokens t ON t.integration_id = i.id WHERE i.id = $1"
+);
+
+/// A user's integrations, optionally of one provider (`$2`) and only `pending`/`active` (`$3`).
+pub const LIST_INTEGRATIONS: &str = concat!(
+    "SELECT ",
+    integration_columns!(),
+    " FROM oauth_integrations i
+     LEFT JOIN oauth_tokens t ON t.integration_id = i.id
+     WHERE i.user_id = $1 AND ($2 IS NULL OR i.provider = $2)
+       AND (NOT $3 OR i.status IN ('pending', 'active'))
+     ORDER BY i.id"
+);
+
+/// The token of an integration, with its owner (the hand-out's one read).
+pub const SELECT_TOKEN: &str = concat!(
+    "SELECT ",
+    token_columns!(),
+    " FROM oauth_tokens t JOIN oauth_integrations i ON i.id = t.integration_id
+     WHERE t.integration_id = $1 ORDER BY t.id DESC LIMIT 1"
+);
+
+/// The token of a user's integration with a provider.
+pub const SELECT_TOKEN_BY_OWNER: &str = concat!(
+    "SELECT ",
+    token_columns!(),
+    " FROM oauth_integrations i JOIN oauth_tokens t ON t.integration_id = i.id
+     WHERE i.user_id = $1 AND i.provider = $2 ORDER BY t.id DESC LIMIT 1"
+);
+
 /// Hand-out counters of a token.
 pub const TOKEN_USAGE: &str =
     "SELECT COALESCE(usage_count, 0), last_used_at FROM oauth_tokens WHERE integration_id = $1
              ORDER BY id DESC LIMIT 1";
+
+/// Whether the token row still holds the access token a refresh decided on.
+pub const TOKEN_STILL_CURRENT: &str =
+    "SELECT integration_id FROM oauth_tokens WHERE integration_id = $1 AND access_token = $2";
+
+/// Writes a refresh's tokens; `NULL` keeps the refresh token of providers that do not rotate.
+pub const STORE_REFRESHED_TOKENS: &str =
+    "UPDATE oauth_tokens SET access_token = $2, refresh_token = COALESCE($3, refresh_token),
+                        token_type = $4, expires_at = $5, scope = COALESCE($6, scope), updated_at = $7
+                     WHERE integration_id = $1";
+
+/// Marks an integration active after a refresh, clearing its error.
+pub const MARK_REFRESHED: &str = "UPDATE oauth_integrations SET status = 'active', scopes = COALESCE($2, scopes),
+                        last_sync_at = $3, updated_at = $3, error_message = NULL, error_count = 0
+                     WHERE id = $1";
+
+/// Records a failed refresh; `$2` marks it for re-authorisation.
+pub const MARK_REFRESH_FAILED: &str =
+    "UPDATE oauth_integrations SET status = CASE WHEN $2 THEN 'error' ELSE status END,
+                        error_message = $3, error_count = COALESCE(error_count, 0) + 1, updated_at = $4
+                     WHERE id = $1";
 
 /// Active integrations with a refresh token whose access token expires before `$1`.
 pub const EXPIRING_INTEGRATIONS: &str =
@@ -144,9 +171,42 @@ pub const MARK_REVOKED: &str =
 pub const REVOKE_CONSENTS: &str = "UPDATE oauth_consents SET is_revoked = true, revoked_at = $2, revoked_reason = $3
              WHERE integration_id = $1 AND is_revoked = false";
 
+/// Writes one audit row.
+pub const INSERT_AUDIT: &str =
+    "INSERT INTO oauth_audit_log (integration_id, user_id, action, provider, scopes, ip_address,
+                user_agent, success, error_message, duration_ms, action_metadata, created_at, status, details)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+/// Audit rows by the optional filters `$1`-`$6`, newest first, at most `$7`.
+pub const LIST_AUDIT: &str = "SELECT id, integration_id, user_id, action, provider, scopes, ip_address,
+                user_agent, success, error_message, duration_ms, action_metadata, details, status, created_at
+             FROM oauth_audit_log
+             WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR integration_id = $2)
+               AND ($3 IS NULL OR action = $3) AND ($4 IS NULL OR created_at >= $4)
+               AND ($5 IS NULL OR created_at < $5) AND ($6 IS NULL OR id < $6)
+             ORDER BY id DESC LIMIT $7";
+
+/// A user's consents with their integration's provider, newest first.
+pub const LIST_CONSENTS: &str = "SELECT c.id, c.integration_id, i.provider, c.scopes, c.granted_at, c.expires_at,
+                c.ip_address, c.user_agent, c.consent_version, c.is_revoked, c.revoked_at, c.revoked_reason
+             FROM oauth_consents c JOIN oauth_integrations i ON i.id = c.integration_id
+             WHERE i.user_id = $1 ORDER BY c.id DESC";
+
 /// A user's integrations counted by provider and status.
 pub const COUNT_INTEGRATIONS: &str = "SELECT provider, status, COUNT(*) FROM oauth_integrations WHERE user_id = $1
              GROUP BY provider, status ORDER BY provider, status";
+
+/// A user's consents, all and revoked.
+pub const COUNT_CONSENTS: &str = "SELECT COUNT(*), COUNT(CASE WHEN c.is_revoked THEN 1 END)
+             FROM oauth_consents c JOIN oauth_integrations i ON i.id = c.integration_id WHERE i.user_id = $1";
+
+/// Adds `$2` hand-outs to a token's counter (saturating at the INTEGER maximum) and moves its
+/// `last_used_at` forward to `$3`.
+pub const ADD_USAGE: &str = "UPDATE oauth_tokens SET
+                usage_count = CASE WHEN COALESCE(usage_count, 0) > 2147483647 - $2 THEN 2147483647
+                                   ELSE COALESCE(usage_count, 0) + $2 END,
+                last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $3 THEN $3 ELSE last_used_at END
+             WHERE integration_id = $1";
 
 /// The `api_call` row of an integration and minute.
 pub const FIND_API_CALL_ROW: &str = "SELECT id, details FROM oauth_audit_log

@@ -28,7 +28,7 @@ fn connect_record(user_id: i32, provider: &str, account: &str) -> ConnectRecord 
         token_type: "Bearer".into(),
         expires_at: now() + Duration::hours(1),
         scope: Some("openid email".into()),
-        client: ClientInfo { ip_address: Some("203.0.113.7".into()), user_agent: Some("tests".into()) },
+        client: ClientInfo { ip_address: Some("203.0.113.7".parse().unwrap()), user_agent: Some("tests".into()) },
         consent_version: "1.0".into(),
         duration_ms: 12,
         now: now(),
@@ -206,29 +206,30 @@ fn audit() -> RefreshAudit {
     RefreshAudit { client: ClientInfo::default(), duration_ms: 5, reason: "test" }
 }
 
+/// One refresh as the service runs it: take the lock, decide, commit the decision.
+async fn refresh(store: &Arc<dyn Store>, id: i32, step: RefreshStep) -> StoreResult<()> {
+    let refresh = store.begin_refresh(id).await?;
+    refresh.commit(&step, &audit()).await
+}
+
 async fn refresh_stores_rotated_tokens_and_records_it(backend: Backend) {
     let store = store(backend).await;
     let user = store.create_user("u@example.com").await.unwrap();
     let integration = store.complete_connect(&connect_record(user, "microsoft", "a")).await.unwrap();
 
-    let step = refreshed("v1:k1:new-access", Some("v1:k1:new-refresh"));
-    store.refresh_locked(integration.id, audit(), Box::new(move |_| Box::pin(async move { step }))).await.unwrap();
+    refresh(&store, integration.id, refreshed("v1:k1:new-access", Some("v1:k1:new-refresh"))).await.unwrap();
     let token = store.get_token(integration.id).await.unwrap().unwrap();
     assert_eq!(token.access_token, "v1:k1:new-access");
     assert_eq!(token.refresh_token.as_deref(), Some("v1:k1:new-refresh"));
     assert_eq!(store.get_integration(integration.id).await.unwrap().unwrap().scopes, ["openid"]);
 
     // A provider that does not rotate: the stored refresh token is kept.
-    let step = refreshed("v1:k1:third-access", None);
-    store.refresh_locked(integration.id, audit(), Box::new(move |_| Box::pin(async move { step }))).await.unwrap();
+    refresh(&store, integration.id, refreshed("v1:k1:third-access", None)).await.unwrap();
     let token = store.get_token(integration.id).await.unwrap().unwrap();
     assert_eq!(token.refresh_token.as_deref(), Some("v1:k1:new-refresh"));
 
     // Nothing to do: nothing written.
-    store
-        .refresh_locked(integration.id, audit(), Box::new(|_| Box::pin(async { RefreshStep::AlreadyFresh })))
-        .await
-        .unwrap();
+    refresh(&store, integration.id, RefreshStep::AlreadyFresh).await.unwrap();
     let query = AuditQuery { action: Some(AuditAction::Refresh), user_id: Some(user), limit: 10, ..Default::default() };
     assert_eq!(store.list_audit(&query).await.unwrap().len(), 2);
 }
@@ -237,12 +238,8 @@ async fn a_dead_grant_marks_the_integration_for_reauthorisation(backend: Backend
     let store = store(backend).await;
     let user = store.create_user("u@example.com").await.unwrap();
     let integration = store.complete_connect(&connect_record(user, "google", "a")).await.unwrap();
-    let failure = RefreshStep::Failed(RefreshFailure {
-        needs_reauth: true,
-        code: "needs_reauth",
-        message: "invalid_grant".into(),
-    });
-    store.refresh_locked(integration.id, audit(), Box::new(move |_| Box::pin(async move { failure }))).await.unwrap();
+    let failure = RefreshStep::Failed(RefreshFailure { needs_reauth: true, message: "invalid_grant".into() });
+    refresh(&store, integration.id, failure).await.unwrap();
     let after = store.get_integration(integration.id).await.unwrap().unwrap();
     assert_eq!(after.status, IntegrationStatus::Error);
     assert_eq!(after.error_message.as_deref(), Some("invalid_grant"));
@@ -262,8 +259,7 @@ async fn a_dead_grant_marks_the_integration_for_reauthorisation(backend: Backend
 
 async fn refresh_of_a_missing_integration_is_not_found(backend: Backend) {
     let store = store(backend).await;
-    let result =
-        store.refresh_locked(12345, audit(), Box::new(|_| Box::pin(async { RefreshStep::AlreadyFresh }))).await;
+    let result = store.begin_refresh(12345).await;
     assert!(matches!(result, Err(StoreError::NotFound)));
 }
 
@@ -277,22 +273,12 @@ async fn concurrent_refreshes_of_one_integration_run_one_at_a_time(backend: Back
     for _ in 0..8 {
         let (store, inside, most_inside) = (store.clone(), inside.clone(), most_inside.clone());
         tasks.push(tokio::spawn(async move {
-            store
-                .refresh_locked(
-                    integration.id,
-                    audit(),
-                    Box::new(move |_| {
-                        Box::pin(async move {
-                            let now_inside = inside.fetch_add(1, Ordering::SeqCst) + 1;
-                            most_inside.fetch_max(now_inside, Ordering::SeqCst);
-                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                            inside.fetch_sub(1, Ordering::SeqCst);
-                            RefreshStep::AlreadyFresh
-                        })
-                    }),
-                )
-                .await
-                .unwrap()
+            let refresh = store.begin_refresh(integration.id).await.unwrap();
+            let now_inside = inside.fetch_add(1, Ordering::SeqCst) + 1;
+            most_inside.fetch_max(now_inside, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            inside.fetch_sub(1, Ordering::SeqCst);
+            refresh.commit(&RefreshStep::AlreadyFresh, &audit()).await.unwrap()
         }));
     }
     for task in tasks {
@@ -368,7 +354,7 @@ async fn audit_listing_filters_and_pages(backend: Backend) {
                 action,
                 provider: "google".into(),
                 scopes: Some(vec!["openid".into()]),
-                client: ClientInfo { ip_address: Some("::1".into()), user_agent: None },
+                client: ClientInfo { ip_address: Some("::1".parse().unwrap()), user_agent: None },
                 success: action != AuditAction::Error,
                 error_message: None,
                 duration_ms: None,
@@ -462,29 +448,18 @@ async fn a_refresh_finishing_after_a_disconnect_changes_nothing(backend: Backend
     let store = store(backend).await;
     let user = store.create_user("u@example.com").await.unwrap();
     let integration = store.complete_connect(&connect_record(user, "microsoft", "a")).await.unwrap();
-    let during = store.clone();
     let id = integration.id;
-    store
-        .refresh_locked(
-            id,
-            audit(),
-            Box::new(move |_| {
-                Box::pin(async move {
-                    // The user disconnects while the provider is answering the refresh.
-                    let record = RevokeRecord {
-                        reason: "user".into(),
-                        provider_revocation: ProviderRevocation::NotSupported,
-                        client: ClientInfo::default(),
-                        duration_ms: 1,
-                        now: now(),
-                    };
-                    assert!(during.revoke_integration(id, &record).await.unwrap());
-                    refreshed("v1:k1:late-access", Some("v1:k1:late-refresh"))
-                })
-            }),
-        )
-        .await
-        .unwrap();
+    let refresh = store.begin_refresh(id).await.unwrap();
+    // The user disconnects while the provider is answering the refresh.
+    let record = RevokeRecord {
+        reason: "user".into(),
+        provider_revocation: ProviderRevocation::NotSupported,
+        client: ClientInfo::default(),
+        duration_ms: 1,
+        now: now(),
+    };
+    assert!(store.revoke_integration(id, &record).await.unwrap());
+    refresh.commit(&refreshed("v1:k1:late-access", Some("v1:k1:late-refresh")), &audit()).await.unwrap();
     let after = store.get_integration(id).await.unwrap().unwrap();
     assert_eq!(after.status, IntegrationStatus::Revoked, "the late refresh does not revive it");
     assert!(store.get_token(id).await.unwrap().is_none(), "nor recreate its tokens");
@@ -494,26 +469,12 @@ async fn a_refresh_finishing_after_a_reconnect_keeps_the_new_connection(backend:
     let store = store(backend).await;
     let user = store.create_user("u@example.com").await.unwrap();
     let integration = store.complete_connect(&connect_record(user, "google", "a")).await.unwrap();
-    let during = store.clone();
-    store
-        .refresh_locked(
-            integration.id,
-            audit(),
-            Box::new(move |_| {
-                Box::pin(async move {
-                    let mut again = connect_record(user, "google", "b");
-                    again.access_token = "v1:k1:reconnected-access".into();
-                    during.complete_connect(&again).await.unwrap();
-                    RefreshStep::Failed(RefreshFailure {
-                        needs_reauth: true,
-                        code: "needs_reauth",
-                        message: "old grant".into(),
-                    })
-                })
-            }),
-        )
-        .await
-        .unwrap();
+    let refresh = store.begin_refresh(integration.id).await.unwrap();
+    let mut again = connect_record(user, "google", "b");
+    again.access_token = "v1:k1:reconnected-access".into();
+    store.complete_connect(&again).await.unwrap();
+    let old_grant = RefreshStep::Failed(RefreshFailure { needs_reauth: true, message: "old grant".into() });
+    refresh.commit(&old_grant, &audit()).await.unwrap();
     let after = store.get_integration(integration.id).await.unwrap().unwrap();
     assert_eq!(after.status, IntegrationStatus::Active, "the old grant's failure does not mark the new one");
     assert_eq!(store.get_token(integration.id).await.unwrap().unwrap().access_token, "v1:k1:reconnected-access");

@@ -1,0 +1,51 @@
+//! What differs between PostgreSQL and SQLite, behind the one trait the shared store is generic
+//! over: connecting, how a write transaction begins, how a refresh holds its integration, the
+//! row locks, and migrations. Everything else is in `sql_store`.
+
+use std::future::Future;
+
+use sqlx::{Database, Pool, Transaction};
+use tokio::sync::OwnedMutexGuard;
+
+use super::{DatabaseKind, KeyedLocks, StoreResult};
+
+/// How a refresh holds its integration while the provider answers.
+pub enum RefreshHold<D: Database> {
+    /// PostgreSQL: a transaction holding the integration's advisory lock until it ends, so no
+    /// other process refreshes it meanwhile.
+    Transaction(Transaction<'static, D>),
+    /// SQLite: one process owns the file, so an in-process lock serialises refreshes; the
+    /// provider call runs outside any transaction and never blocks other writers.
+    InProcess(OwnedMutexGuard<()>),
+}
+
+/// A database the shared store runs on.
+pub trait Dialect: Database {
+    /// Which database this is.
+    const KIND: DatabaseKind;
+    /// Reads the integration a revoke changes (`RevokedIntegrationRow`), holding its row until
+    /// the transaction ends.
+    const LOCK_FOR_REVOKE: &'static str;
+    /// Reads an integration's status before a refresh outcome is written, holding its row.
+    const LOCK_FOR_REFRESH_OUTCOME: &'static str;
+    /// Takes the lock usage writes need on an integration before they touch its token row, so
+    /// every writer locks the integration row first (no deadlocks).
+    const LOCK_FOR_USAGE: &'static str;
+
+    /// A pool of `max_connections` to the database at `url`.
+    fn connect(url: &str, max_connections: u32) -> impl Future<Output = anyhow::Result<Pool<Self>>> + Send;
+    /// Begins a transaction that will write.
+    fn begin_write(pool: &Pool<Self>) -> impl Future<Output = sqlx::Result<Transaction<'static, Self>>> + Send;
+    /// Takes integration `id`'s refresh lock.
+    fn hold_for_refresh(
+        pool: &Pool<Self>,
+        locks: &KeyedLocks,
+        id: i32,
+    ) -> impl Future<Output = StoreResult<RefreshHold<Self>>> + Send;
+    /// Serialises usage writes of integration `id` across processes, within `tx`.
+    fn lock_usage(tx: &mut Transaction<'static, Self>, id: i32) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Creates the tables where they are missing.
+    fn migrate(pool: &Pool<Self>) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Relaxes the provider CHECK constraints (the opt-in for custom providers).
+    fn allow_custom_providers(pool: &Pool<Self>) -> impl Future<Output = anyhow::Result<()>> + Send;
+}

@@ -1,0 +1,516 @@
+//! The store, written once for both databases: every operation's statements, transaction and
+//! rules (`rules`), generic over the `Dialect`. Reading this file is reading both stores.
+//!
+//! The `where` clause on each impl lists the column types the store binds and reads; Rust does
+//! not carry such bounds from a trait to its users (rust-lang/rust#20671), so each generic impl
+//! states them.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{NaiveDateTime, Utc};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Postgres, Sqlite, Transaction, Type};
+
+use super::codecs::{IpAddress, JsonDoc, Scopes};
+use super::dialect::{Dialect, RefreshHold};
+use super::rows::{
+    ApiCallRow, AuditRow, ConsentRow, IntegrationRow, RevokedIntegrationRow, ScopeRow, StateRow, TokenRow,
+};
+use super::{
+    AuditEntry, AuditEvent, AuditQuery, ConnectRecord, Consent, DatabaseKind, Integration, IntegrationFilter,
+    KeyedLocks, NewState, RefreshAudit, RefreshStep, RefreshTx, RevokeRecord, ScopeEntry, StateRecord, StatusCounts,
+    Store, StoreError, StoreResult, StoredToken, UsageDelta, rules, sql,
+};
+
+/// A Rust type that database `D` both binds and reads.
+pub trait Codec<D: Database>: for<'q> Encode<'q, D> + for<'r> Decode<'r, D> + Type<D> {}
+
+impl<D: Database, T> Codec<D> for T where T: for<'q> Encode<'q, D> + for<'r> Decode<'r, D> + Type<D> {}
+
+/// The store on a pool of database `D`.
+pub struct SqlStore<D: Database> {
+    pool: Pool<D>,
+    /// SQLite's refresh lock (one process owns the file); PostgreSQL locks in the database.
+    refresh_locks: Arc<KeyedLocks>,
+}
+
+/// The production store.
+pub type PgStore = SqlStore<Postgres>;
+/// The embedded store.
+pub type SqliteStore = SqlStore<Sqlite>;
+
+impl<D: Dialect> SqlStore<D> {
+    /// Connects a pool of `max_connections` to `url`.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        Ok(Self { pool: D::connect(url, max_connections).await?, refresh_locks: Arc::default() })
+    }
+
+    /// The underlying pool (tests and benchmarks).
+    pub fn pool(&self) -> &Pool<D> {
+        &self.pool
+    }
+}
+
+impl<D> SqlStore<D>
+where
+    D: Dialect,
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    D::Arguments: IntoArguments<D>,
+    i32: Codec<D>,
+    Option<i32>: Codec<D>,
+    i64: Codec<D>,
+    bool: Codec<D>,
+    String: Codec<D>,
+    Option<String>: Codec<D>,
+    NaiveDateTime: Codec<D>,
+    Option<NaiveDateTime>: Codec<D>,
+    Scopes: Codec<D>,
+    Option<Scopes>: Codec<D>,
+    JsonDoc: Codec<D>,
+    Option<JsonDoc>: Codec<D>,
+    Option<IpAddress>: Codec<D>,
+    &'static str: for<'q> Encode<'q, D> + Type<D>,
+    Option<&'static str>: for<'q> Encode<'q, D> + Type<D>,
+    for<'r> &'r str: ColumnIndex<D::Row>,
+    usize: ColumnIndex<D::Row>,
+{
+    async fn insert_audit(tx: &mut Transaction<'static, D>, entry: &AuditEntry) -> StoreResult<()> {
+        sqlx::query(sql::INSERT_AUDIT)
+            .bind(entry.integration_id)
+            .bind(entry.user_id)
+            .bind(entry.action.as_str())
+            .bind(&entry.provider)
+            .bind(entry.scopes.clone().map(Scopes))
+            .bind(entry.client.ip_address.map(IpAddress))
+            .bind(&entry.client.user_agent)
+            .bind(entry.success)
+            .bind(&entry.error_message)
+            .bind(entry.duration_ms)
+            .bind(entry.metadata.clone().map(JsonDoc))
+            .bind(entry.created_at)
+            .bind(rules::audit_status(entry))
+            .bind(entry.details.clone().map(JsonDoc))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes a refresh outcome under the refresh lock, unless the connection changed meanwhile.
+    async fn apply_refresh(
+        tx: &mut Transaction<'static, D>,
+        current: &StoredToken,
+        step: &RefreshStep,
+        audit: &RefreshAudit,
+    ) -> StoreResult<()> {
+        let now = Utc::now().naive_utc();
+        let Some(entry) = rules::refresh_entry(current, step, audit, now) else { return Ok(()) };
+        // Integration row first, then its token row: the order every writer uses (no deadlocks).
+        let status: Option<String> = sqlx::query_scalar(D::LOCK_FOR_REFRESH_OUTCOME)
+            .bind(current.integration_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let still_current: Option<i32> = sqlx::query_scalar(sql::TOKEN_STILL_CURRENT)
+            .bind(current.integration_id)
+            .bind(&current.access_token)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if !rules::refresh_outcome_applies(status.as_deref(), still_current.is_some()) {
+            tracing::info!(
+                integration_id = current.integration_id,
+                "refresh outcome discarded: the connection changed meanwhile"
+            );
+            return Ok(());
+        }
+        match step {
+            RefreshStep::AlreadyFresh => return Ok(()),
+            RefreshStep::Refreshed(tokens) => {
+                sqlx::query(sql::STORE_REFRESHED_TOKENS)
+                    .bind(current.integration_id)
+                    .bind(&tokens.access_token)
+                    .bind(&tokens.refresh_token)
+                    .bind(&tokens.token_type)
+                    .bind(tokens.expires_at)
+                    .bind(&tokens.scope)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                sqlx::query(sql::MARK_REFRESHED)
+                    .bind(current.integration_id)
+                    .bind(tokens.scopes.clone().map(Scopes))
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            RefreshStep::Failed(failure) => {
+                sqlx::query(sql::MARK_REFRESH_FAILED)
+                    .bind(current.integration_id)
+                    .bind(failure.needs_reauth)
+                    .bind(&failure.message)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Self::insert_audit(tx, &entry).await
+    }
+
+    /// Adds one integration-minute of hand-outs to its token and its `api_call` row.
+    async fn add_usage(tx: &mut Transaction<'static, D>, delta: &UsageDelta) -> StoreResult<()> {
+        D::lock_usage(tx, delta.integration_id).await?;
+        sqlx::query(D::LOCK_FOR_USAGE).bind(delta.integration_id).execute(&mut **tx).await?;
+        sqlx::query(sql::ADD_USAGE)
+            .bind(delta.integration_id)
+            .bind(rules::saturating_i32(delta.count))
+            .bind(delta.last_at)
+            .execute(&mut **tx)
+            .await?;
+        let existing: Option<ApiCallRow> = sqlx::query_as(sql::FIND_API_CALL_ROW)
+            .bind(delta.integration_id)
+            .bind(delta.minute)
+            .fetch_optional(&mut **tx)
+            .await?;
+        match existing {
+            Some(row) => {
+                let details = rules::merged_usage_details(row.details.map(|json| json.0).as_ref(), delta);
+                sqlx::query(sql::UPDATE_API_CALL_DETAILS)
+                    .bind(row.id)
+                    .bind(JsonDoc(details))
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+            None => Self::insert_audit(tx, &rules::api_call_entry(delta)).await,
+        }
+    }
+}
+
+#[async_trait]
+impl<D> Store for SqlStore<D>
+where
+    D: Dialect,
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    D::Arguments: IntoArguments<D>,
+    i32: Codec<D>,
+    Option<i32>: Codec<D>,
+    i64: Codec<D>,
+    bool: Codec<D>,
+    String: Codec<D>,
+    Option<String>: Codec<D>,
+    NaiveDateTime: Codec<D>,
+    Option<NaiveDateTime>: Codec<D>,
+    Scopes: Codec<D>,
+    Option<Scopes>: Codec<D>,
+    JsonDoc: Codec<D>,
+    Option<JsonDoc>: Codec<D>,
+    Option<IpAddress>: Codec<D>,
+    &'static str: for<'q> Encode<'q, D> + Type<D>,
+    Option<&'static str>: for<'q> Encode<'q, D> + Type<D>,
+    for<'r> &'r str: ColumnIndex<D::Row>,
+    usize: ColumnIndex<D::Row>,
+{
+    fn kind(&self) -> DatabaseKind {
+        D::KIND
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query(sql::PING).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        D::migrate(&self.pool).await
+    }
+
+    async fn allow_custom_providers(&self) -> anyhow::Result<()> {
+        D::allow_custom_providers(&self.pool).await
+    }
+
+    async fn create_user(&self, email: &str) -> StoreResult<i32> {
+        Ok(sqlx::query_scalar(sql::INSERT_USER).bind(email.to_owned()).fetch_one(&self.pool).await?)
+    }
+
+    async fn find_user(&self, email: &str) -> StoreResult<Option<i32>> {
+        Ok(sqlx::query_scalar(sql::FIND_USER).bind(email.to_owned()).fetch_optional(&self.pool).await?)
+    }
+
+    async fn user_roles(&self, user_id: i32, query: &str) -> StoreResult<Vec<String>> {
+        // The operator's configured query (OAUTH_ROLES_QUERY), never request data.
+        let query = sqlx::AssertSqlSafe(query.to_owned());
+        Ok(sqlx::query_scalar(query).bind(user_id).fetch_all(&self.pool).await?)
+    }
+
+    async fn seed_scopes(&self, provider: &str, scopes: &[ScopeEntry]) -> StoreResult<()> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        for scope in scopes {
+            sqlx::query(sql::UPSERT_SCOPE)
+                .bind(provider.to_owned())
+                .bind(&scope.name)
+                .bind(&scope.display_name)
+                .bind(&scope.description)
+                .bind(&scope.category)
+                .bind(scope.required)
+                .bind(scope.dangerous)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_scopes(&self, provider: &str) -> StoreResult<Vec<ScopeEntry>> {
+        let rows: Vec<ScopeRow> =
+            sqlx::query_as(sql::LIST_SCOPES).bind(provider.to_owned()).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn insert_state(&self, state: &NewState) -> StoreResult<()> {
+        sqlx::query(sql::INSERT_STATE)
+            .bind(&state.state_hash)
+            .bind(state.user_id)
+            .bind(&state.provider)
+            .bind(Scopes(state.scopes.clone()))
+            .bind(&state.redirect_uri)
+            .bind(&state.code_verifier)
+            .bind(&state.code_challenge)
+            .bind(JsonDoc(state.metadata.clone()))
+            .bind(state.created_at)
+            .bind(state.expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn find_state(&self, state_hash: &str) -> StoreResult<Option<StateRecord>> {
+        let row: Option<StateRow> =
+            sqlx::query_as(sql::FIND_STATE).bind(state_hash.to_owned()).fetch_optional(&self.pool).await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn consume_state(&self, id: i32, now: NaiveDateTime) -> StoreResult<bool> {
+        let spent: Option<i32> =
+            sqlx::query_scalar(sql::CONSUME_STATE).bind(id).bind(now).fetch_optional(&self.pool).await?;
+        Ok(spent.is_some())
+    }
+
+    async fn delete_expired_states(&self, cutoff: NaiveDateTime) -> StoreResult<u64> {
+        let deleted: Vec<i32> =
+            sqlx::query_scalar(sql::DELETE_EXPIRED_STATES).bind(cutoff).fetch_all(&self.pool).await?;
+        Ok(deleted.len() as u64)
+    }
+
+    async fn complete_connect(&self, record: &ConnectRecord) -> StoreResult<Integration> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        let previous_account: Option<Option<String>> = sqlx::query_scalar(sql::PREVIOUS_ACCOUNT)
+            .bind(record.user_id)
+            .bind(&record.provider)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let reconnected = previous_account.is_some();
+        let keep_refresh_token = rules::keeps_stored_refresh_token(previous_account, record);
+        let id: i32 = sqlx::query_scalar(sql::UPSERT_INTEGRATION)
+            .bind(record.user_id)
+            .bind(&record.provider)
+            .bind(&record.provider_user_id)
+            .bind(Scopes(record.scopes.clone()))
+            .bind(JsonDoc(record.metadata.clone()))
+            .bind(record.now)
+            .fetch_one(&mut *tx)
+            .await?;
+        let updated: Option<i32> = sqlx::query_scalar(sql::UPDATE_CONNECTED_TOKEN)
+            .bind(id)
+            .bind(&record.access_token)
+            .bind(&record.refresh_token)
+            .bind(&record.token_type)
+            .bind(record.expires_at)
+            .bind(&record.scope)
+            .bind(record.now)
+            .bind(keep_refresh_token)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if updated.is_none() {
+            sqlx::query(sql::INSERT_TOKEN)
+                .bind(id)
+                .bind(&record.access_token)
+                .bind(&record.refresh_token)
+                .bind(&record.token_type)
+                .bind(record.expires_at)
+                .bind(&record.scope)
+                .bind(record.now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(sql::INSERT_CONSENT)
+            .bind(id)
+            .bind(Scopes(record.scopes.clone()))
+            .bind(record.now)
+            .bind(record.client.ip_address.map(IpAddress))
+            .bind(&record.client.user_agent)
+            .bind(&record.consent_version)
+            .execute(&mut *tx)
+            .await?;
+        Self::insert_audit(&mut tx, &rules::connect_entry(id, record, reconnected)).await?;
+        let integration: IntegrationRow = sqlx::query_as(sql::SELECT_INTEGRATION).bind(id).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(integration.into())
+    }
+
+    async fn get_integration(&self, id: i32) -> StoreResult<Option<Integration>> {
+        let row: Option<IntegrationRow> =
+            sqlx::query_as(sql::SELECT_INTEGRATION).bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn list_integrations(&self, user_id: i32, filter: &IntegrationFilter) -> StoreResult<Vec<Integration>> {
+        let rows: Vec<IntegrationRow> = sqlx::query_as(sql::LIST_INTEGRATIONS)
+            .bind(user_id)
+            .bind(&filter.provider)
+            .bind(filter.active_only)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn get_token(&self, integration_id: i32) -> StoreResult<Option<StoredToken>> {
+        let row: Option<TokenRow> =
+            sqlx::query_as(sql::SELECT_TOKEN).bind(integration_id).fetch_optional(&self.pool).await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn find_token_by_owner(&self, user_id: i32, provider: &str) -> StoreResult<Option<StoredToken>> {
+        let row: Option<TokenRow> = sqlx::query_as(sql::SELECT_TOKEN_BY_OWNER)
+            .bind(user_id)
+            .bind(provider.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn token_usage(&self, integration_id: i32) -> StoreResult<Option<(i32, Option<NaiveDateTime>)>> {
+        Ok(sqlx::query_as(sql::TOKEN_USAGE).bind(integration_id).fetch_optional(&self.pool).await?)
+    }
+
+    async fn begin_refresh(&self, integration_id: i32) -> StoreResult<Box<dyn RefreshTx>> {
+        let mut hold = D::hold_for_refresh(&self.pool, &self.refresh_locks, integration_id).await?;
+        let query = sqlx::query_as::<D, TokenRow>(sql::SELECT_TOKEN).bind(integration_id);
+        let current = match &mut hold {
+            RefreshHold::Transaction(tx) => query.fetch_optional(&mut **tx).await?,
+            RefreshHold::InProcess(_) => query.fetch_optional(&self.pool).await?,
+        };
+        let current = current.ok_or(StoreError::NotFound)?.into();
+        Ok(Box::new(SqlRefresh { pool: self.pool.clone(), hold, current }))
+    }
+
+    async fn integrations_expiring_before(&self, cutoff: NaiveDateTime, limit: i64) -> StoreResult<Vec<i32>> {
+        Ok(sqlx::query_scalar(sql::EXPIRING_INTEGRATIONS).bind(cutoff).bind(limit).fetch_all(&self.pool).await?)
+    }
+
+    async fn revoke_integration(&self, id: i32, record: &RevokeRecord) -> StoreResult<bool> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        let row: RevokedIntegrationRow =
+            sqlx::query_as(D::LOCK_FOR_REVOKE).bind(id).fetch_optional(&mut *tx).await?.ok_or(StoreError::NotFound)?;
+        if row.status == "revoked" {
+            return Ok(false);
+        }
+        sqlx::query(sql::DELETE_TOKENS).bind(id).execute(&mut *tx).await?;
+        sqlx::query(sql::MARK_REVOKED).bind(id).bind(record.now).execute(&mut *tx).await?;
+        sqlx::query(sql::REVOKE_CONSENTS).bind(id).bind(record.now).bind(&record.reason).execute(&mut *tx).await?;
+        for entry in rules::revoke_entries(id, row.user_id, row.provider, row.scopes.0, record) {
+            Self::insert_audit(&mut tx, &entry).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn record_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        Self::insert_audit(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        let rows: Vec<AuditRow> = sqlx::query_as(sql::LIST_AUDIT)
+            .bind(query.user_id)
+            .bind(query.integration_id)
+            .bind(query.action.map(|action| action.as_str()))
+            .bind(query.since)
+            .bind(query.until)
+            .bind(query.before_id)
+            .bind(query.limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn list_consents(&self, user_id: i32) -> StoreResult<Vec<Consent>> {
+        let rows: Vec<ConsentRow> = sqlx::query_as(sql::LIST_CONSENTS).bind(user_id).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn status_counts(&self, user_id: i32) -> StoreResult<StatusCounts> {
+        let integrations = sqlx::query_as(sql::COUNT_INTEGRATIONS).bind(user_id).fetch_all(&self.pool).await?;
+        let (total_consents, revoked_consents) =
+            sqlx::query_as(sql::COUNT_CONSENTS).bind(user_id).fetch_one(&self.pool).await?;
+        Ok(StatusCounts { integrations, total_consents, revoked_consents })
+    }
+
+    async fn flush_usage(&self, deltas: &[UsageDelta]) -> StoreResult<()> {
+        let mut ordered: Vec<&UsageDelta> = deltas.iter().collect();
+        // One lock order for every process, so two flushers cannot deadlock.
+        ordered.sort_by_key(|delta| (delta.integration_id, delta.minute));
+        let mut tx = D::begin_write(&self.pool).await?;
+        for delta in ordered {
+            Self::add_usage(&mut tx, delta).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// A refresh holding its integration (`Store::begin_refresh`).
+struct SqlRefresh<D: Database> {
+    pool: Pool<D>,
+    hold: RefreshHold<D>,
+    current: StoredToken,
+}
+
+#[async_trait]
+impl<D> RefreshTx for SqlRefresh<D>
+where
+    D: Dialect,
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    D::Arguments: IntoArguments<D>,
+    i32: Codec<D>,
+    Option<i32>: Codec<D>,
+    i64: Codec<D>,
+    bool: Codec<D>,
+    String: Codec<D>,
+    Option<String>: Codec<D>,
+    NaiveDateTime: Codec<D>,
+    Option<NaiveDateTime>: Codec<D>,
+    Scopes: Codec<D>,
+    Option<Scopes>: Codec<D>,
+    JsonDoc: Codec<D>,
+    Option<JsonDoc>: Codec<D>,
+    Option<IpAddress>: Codec<D>,
+    &'static str: for<'q> Encode<'q, D> + Type<D>,
+    Option<&'static str>: for<'q> Encode<'q, D> + Type<D>,
+    for<'r> &'r str: ColumnIndex<D::Row>,
+    usize: ColumnIndex<D::Row>,
+{
+    fn current(&self) -> &StoredToken {
+        &self.current
+    }
+
+    async fn commit(self: Box<Self>, step: &RefreshStep, audit: &RefreshAudit) -> StoreResult<()> {
+        let Self { pool, hold, current } = *self;
+        // The in-process lock, where that is the lock, is held until the outcome is written.
+        let (mut tx, _held) = match hold {
+            RefreshHold::Transaction(tx) => (tx, None),
+            RefreshHold::InProcess(guard) => (D::begin_write(&pool).await?, Some(guard)),
+        };
+        SqlStore::<D>::apply_refresh(&mut tx, &current, step, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
