@@ -1,18 +1,18 @@
 //! Settings: `config/default.toml` (compiled in), an optional operator file, then the environment.
 //!
-//! A missing or malformed required setting stops start-up with one line naming it. Secrets are
-//! held as `SecretString` so `Debug` prints `[REDACTED]`.
+//! A malformed setting stops start-up with one line naming it. Each kind of setting is read by
+//! one helper, so every setting of a kind accepts the same words: a flag is `on`/`off` (also
+//! `true`/`false`, `yes`/`no`, `1`/`0`). Secrets are read as `SecretString` (so `Debug` prints
+//! `[REDACTED]`) and checked, generated or refused where they are used: `startup::secrets`.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
-
-use crate::auth::ServiceKeys;
-use crate::crypto::KeyRing;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -24,7 +24,8 @@ pub struct ConfigError {
     pub problem: String,
 }
 
-fn invalid(setting: &'static str, problem: impl Into<String>) -> ConfigError {
+/// The error for `setting`.
+pub fn invalid(setting: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError { setting, problem: problem.into() }
 }
 
@@ -119,19 +120,64 @@ pub struct RefreshSettings {
     pub concurrency: usize,
 }
 
+/// The database: `DATABASE_URL` (default: a SQLite file in the data directory) and its pool.
+#[derive(Debug)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub kind: DatabaseKind,
+    pub max_connections: u32,
+}
+
+impl DatabaseSettings {
+    fn from_env(env: &Env<'_>, data_dir: &std::path::Path, file: &FileSettings) -> Result<Self, ConfigError> {
+        let url = env
+            .text("DATABASE_URL")
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join("oauth-manager.db").display()));
+        let kind = DatabaseKind::of_url(&url)
+            .ok_or_else(|| invalid("DATABASE_URL", "must start with postgres://, postgresql:// or sqlite:"))?;
+        let max_connections = match env.text("DATABASE_MAX_CONNECTIONS") {
+            Some(value) => value
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| invalid("DATABASE_MAX_CONNECTIONS", "must be a positive integer"))?,
+            None => file.database_max_connections,
+        };
+        Ok(Self { url: SecretString::from(url), kind, max_connections })
+    }
+}
+
+/// The secrets as set in the environment, unchecked (see `startup::secrets`).
+#[derive(Debug, Default)]
+pub struct SecretSettings {
+    /// `JWT_SECRET_KEY`: the HS256 secret of the host application's access tokens.
+    pub jwt_secret: Option<SecretString>,
+    /// `OAUTH_ENCRYPTION_KEY`: one key or a key ring.
+    pub encryption_keys: Option<SecretString>,
+    /// `OAUTH_SERVICE_API_KEYS`: the backends' keys.
+    pub service_api_keys: Option<SecretString>,
+}
+
+impl SecretSettings {
+    fn from_env(env: &Env<'_>) -> Self {
+        Self {
+            jwt_secret: env.secret("JWT_SECRET_KEY"),
+            encryption_keys: env.secret("OAUTH_ENCRYPTION_KEY"),
+            service_api_keys: env.secret("OAUTH_SERVICE_API_KEYS"),
+        }
+    }
+}
+
 /// The whole configuration, loaded once at start-up.
 #[derive(Debug)]
 pub struct Config {
     pub host: IpAddr,
     pub port: u16,
     pub public_base_url: Url,
-    pub database_url: SecretString,
-    pub database_kind: DatabaseKind,
-    pub database_max_connections: u32,
+    pub database: DatabaseSettings,
+    /// SQLite files and generated development secrets.
     pub data_dir: PathBuf,
-    pub jwt_secret: SecretString,
-    pub encryption_keys: SecretString,
-    pub service_keys: ServiceKeys,
+    pub secrets: SecretSettings,
     pub providers_file: Option<PathBuf>,
     pub allowed_return_origins: Vec<url::Origin>,
     pub sandbox: SandboxMode,
@@ -144,8 +190,6 @@ pub struct Config {
     pub http: HttpSettings,
     pub flow: FlowSettings,
     pub refresh: RefreshSettings,
-    /// Settings that were generated into the data directory because they were missing (dev only).
-    pub generated_secrets: Vec<&'static str>,
 }
 
 impl Config {
@@ -156,119 +200,56 @@ impl Config {
 
     /// Loads with `lookup` standing in for the environment (tests use a map).
     pub fn load(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let file = read_file_settings(lookup("OAUTH_CONFIG_FILE").as_deref())?;
-
-        let port = match lookup("PORT") {
-            Some(port) => port.parse().map_err(|_| invalid("PORT", format!("{port:?} is not a port number")))?,
-            None => file.port,
-        };
-        let host = match lookup("HOST") {
-            Some(host) => host.parse().map_err(|_| invalid("HOST", format!("{host:?} is not an IP address")))?,
-            None => file.host,
-        };
-        let data_dir = lookup("OAUTH_DATA_DIR").map(PathBuf::from).unwrap_or(file.data_dir);
-
-        let database_url = lookup("DATABASE_URL")
-            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join("oauth-manager.db").display()));
-        let database_kind = if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-            DatabaseKind::Postgres
-        } else if database_url.starts_with("sqlite:") {
-            DatabaseKind::Sqlite
-        } else {
-            return Err(invalid("DATABASE_URL", "must start with postgres://, postgresql:// or sqlite:"));
-        };
-        let database_max_connections = match lookup("DATABASE_MAX_CONNECTIONS") {
-            Some(value) => value
-                .parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| invalid("DATABASE_MAX_CONNECTIONS", "must be a positive integer"))?,
-            None => file.database_max_connections,
-        };
-
-        let public_base_url = lookup("PUBLIC_BASE_URL").unwrap_or_else(|| format!("http://localhost:{port}"));
+        let env = Env(lookup);
+        let file = read_file_settings(env.text("OAUTH_CONFIG_FILE").as_deref())?;
+        let port = env.parsed("PORT", file.port, "a port number")?;
+        let data_dir = env.text("OAUTH_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| file.data_dir.clone());
+        let public_base_url = env.text("PUBLIC_BASE_URL").unwrap_or_else(|| format!("http://localhost:{port}"));
         let public_base_url = Url::parse(public_base_url.trim_end_matches('/'))
             .ok()
             .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
             .ok_or_else(|| invalid("PUBLIC_BASE_URL", "must be an absolute http(s) URL"))?;
-
-        // Secrets: from the environment; with the embedded SQLite default only, generated once.
-        let mut dev_secrets = DevSecrets::new(&data_dir, database_kind == DatabaseKind::Sqlite);
-        let jwt_secret = dev_secrets.get_or_generate(lookup, "JWT_SECRET_KEY", || crate::crypto::random_token(32))?;
-        let encryption_keys = dev_secrets.get_or_generate(lookup, "OAUTH_ENCRYPTION_KEY", KeyRing::generate_key)?;
-        KeyRing::parse(&encryption_keys).map_err(|error| invalid("OAUTH_ENCRYPTION_KEY", error.to_string()))?;
-        let service_keys_spec = match lookup("OAUTH_SERVICE_API_KEYS") {
-            Some(spec) => SecretString::from(spec),
-            None if database_kind == DatabaseKind::Sqlite => {
-                dev_secrets.get_or_generate(lookup, "OAUTH_SERVICE_API_KEYS", || {
-                    format!("dev-service-{}", crate::crypto::random_token(24))
-                })?
-            }
-            None => SecretString::from(String::new()),
-        };
-        let service_keys = ServiceKeys::parse(service_keys_spec.expose_secret())
-            .map_err(|problem| invalid("OAUTH_SERVICE_API_KEYS", problem))?;
-
         let allowed_return_origins =
-            lookup("OAUTH_ALLOWED_RETURN_ORIGINS").map(|list| parse_origins(&list)).transpose()?.unwrap_or_default();
-
-        let sandbox = match lookup("OAUTH_SANDBOX").as_deref() {
+            env.text("OAUTH_ALLOWED_RETURN_ORIGINS").map(|list| parse_origins(&list)).transpose()?.unwrap_or_default();
+        let sandbox = match env.text("OAUTH_SANDBOX").as_deref() {
             None => file.sandbox,
             Some("auto") => SandboxMode::Auto,
-            Some("on" | "true" | "1") => SandboxMode::On,
-            Some("off" | "false" | "0") => SandboxMode::Off,
-            Some(other) => return Err(invalid("OAUTH_SANDBOX", format!("{other:?} is not auto, on or off"))),
-        };
-        let log_format = match lookup("LOG_FORMAT").as_deref() {
-            None => file.log_format,
-            Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => return Err(invalid("LOG_FORMAT", format!("{other:?} is not text or json"))),
-        };
-        let expose_tokens_to_users = match lookup("OAUTH_EXPOSE_TOKENS_TO_USERS").as_deref() {
-            None => file.expose_tokens_to_users,
-            Some("true" | "1") => true,
-            Some("false" | "0") => false,
-            Some(_) => return Err(invalid("OAUTH_EXPOSE_TOKENS_TO_USERS", "must be true or false")),
-        };
-
-        let browser_binding = match lookup("OAUTH_BROWSER_BINDING").as_deref() {
-            None => file.browser_binding,
-            Some("true" | "1" | "on") => true,
-            Some("false" | "0" | "off") => false,
-            Some(_) => return Err(invalid("OAUTH_BROWSER_BINDING", "must be on or off")),
-        };
-
-        let roles_source = match lookup("OAUTH_ROLES_SOURCE").as_deref() {
-            None | Some("claim") => RolesSource::Claim,
-            Some("database") => RolesSource::Database {
-                query: lookup("OAUTH_ROLES_QUERY").unwrap_or_else(|| DEFAULT_ROLES_QUERY.to_owned()),
+            Some(value) => match parse_flag(value) {
+                Some(true) => SandboxMode::On,
+                Some(false) => SandboxMode::Off,
+                None => return Err(invalid("OAUTH_SANDBOX", format!("{value:?} is not auto, on or off"))),
             },
-            Some(other) => return Err(invalid("OAUTH_ROLES_SOURCE", format!("{other:?} is not claim or database"))),
         };
-
+        let roles_source = match env.choice("OAUTH_ROLES_SOURCE", "claim", &["claim", "database"])? {
+            "database" => RolesSource::Database {
+                query: env.text("OAUTH_ROLES_QUERY").unwrap_or_else(|| DEFAULT_ROLES_QUERY.to_owned()),
+            },
+            _ => RolesSource::Claim,
+        };
+        let log_format = match env.text("LOG_FORMAT") {
+            None => file.log_format,
+            Some(_) => match env.choice("LOG_FORMAT", "text", &["text", "json"])? {
+                "json" => LogFormat::Json,
+                _ => LogFormat::Text,
+            },
+        };
         Ok(Self {
-            host,
+            host: env.parsed("HOST", file.host, "an IP address")?,
             port,
             public_base_url,
-            database_url: SecretString::from(database_url),
-            database_kind,
-            database_max_connections,
+            database: DatabaseSettings::from_env(&env, &data_dir, &file)?,
             data_dir,
-            jwt_secret,
-            encryption_keys,
-            service_keys,
-            providers_file: lookup("OAUTH_PROVIDERS_FILE").map(PathBuf::from),
+            secrets: SecretSettings::from_env(&env),
+            providers_file: env.text("OAUTH_PROVIDERS_FILE").map(PathBuf::from),
             allowed_return_origins,
             sandbox,
             log_format,
-            expose_tokens_to_users,
-            browser_binding,
+            expose_tokens_to_users: env.flag("OAUTH_EXPOSE_TOKENS_TO_USERS", file.expose_tokens_to_users)?,
+            browser_binding: env.flag("OAUTH_BROWSER_BINDING", file.browser_binding)?,
             roles_source,
             http: file.http,
             flow: file.flow,
             refresh: file.refresh,
-            generated_secrets: dev_secrets.generated,
         })
     }
 
@@ -284,6 +265,65 @@ impl Config {
     /// Timeout of each provider call.
     pub fn provider_timeout(&self) -> Duration {
         Duration::from_secs(self.http.provider_timeout_seconds)
+    }
+}
+
+/// A flag's value: `on`/`off`, `true`/`false`, `yes`/`no` or `1`/`0` (any case).
+pub fn parse_flag(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Some(true),
+        "off" | "false" | "no" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// The environment (or what stands in for it), read one kind of setting at a time.
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    /// A text setting, if set.
+    fn text(&self, name: &str) -> Option<String> {
+        (self.0)(name)
+    }
+
+    /// A secret setting, if set.
+    fn secret(&self, name: &str) -> Option<SecretString> {
+        self.text(name).map(SecretString::from)
+    }
+
+    /// A setting parsed with `FromStr`, or `default`; `what` says what it must be.
+    fn parsed<T: FromStr>(&self, name: &'static str, default: T, what: &str) -> Result<T, ConfigError> {
+        match self.text(name) {
+            None => Ok(default),
+            Some(value) => value.parse().map_err(|_| invalid(name, format!("{value:?} is not {what}"))),
+        }
+    }
+
+    /// A flag (`parse_flag`), or `default`.
+    fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.text(name) {
+            None => Ok(default),
+            Some(value) => parse_flag(&value).ok_or_else(|| {
+                invalid(name, format!("{value:?} is not on or off (true/false, yes/no and 1/0 work too)"))
+            }),
+        }
+    }
+
+    /// One of `options`, or `default`.
+    fn choice(
+        &self,
+        name: &'static str,
+        default: &'static str,
+        options: &[&'static str],
+    ) -> Result<&'static str, ConfigError> {
+        match self.text(name) {
+            None => Ok(default),
+            Some(value) => options
+                .iter()
+                .find(|option| **option == value)
+                .copied()
+                .ok_or_else(|| invalid(name, format!("{value:?} is not {}", options.join(" or ")))),
+        }
     }
 }
 
@@ -330,93 +370,6 @@ fn parse_origins(list: &str) -> Result<Vec<url::Origin>, ConfigError> {
         .collect()
 }
 
-/// Secrets generated once into `<data_dir>/dev-secrets.toml`, only for the embedded SQLite default,
-/// so that `cargo run` works on a fresh machine. With PostgreSQL a missing secret is an error.
-struct DevSecrets {
-    path: PathBuf,
-    allowed: bool,
-    stored: Option<toml::Table>,
-    generated: Vec<&'static str>,
-}
-
-impl DevSecrets {
-    fn new(data_dir: &Path, allowed: bool) -> Self {
-        Self { path: data_dir.join("dev-secrets.toml"), allowed, stored: None, generated: Vec::new() }
-    }
-
-    fn get_or_generate(
-        &mut self,
-        lookup: &dyn Fn(&str) -> Option<String>,
-        name: &'static str,
-        generate: impl FnOnce() -> String,
-    ) -> Result<SecretString, ConfigError> {
-        if let Some(value) = lookup(name) {
-            return Ok(SecretString::from(value));
-        }
-        if !self.allowed {
-            return Err(invalid(name, "is required when DATABASE_URL is PostgreSQL"));
-        }
-        let stored = match self.stored.take() {
-            Some(table) => table,
-            None => self.read()?,
-        };
-        let mut table = stored;
-        let value = match table.get(name).and_then(toml::Value::as_str) {
-            Some(value) => value.to_owned(),
-            None => {
-                let value = generate();
-                table.insert(name.to_owned(), toml::Value::String(value.clone()));
-                self.write(&table).map_err(|error| {
-                    invalid(
-                        name,
-                        format!("is not set and could not be generated into {}: {error}", self.path.display()),
-                    )
-                })?;
-                value
-            }
-        };
-        self.stored = Some(table);
-        self.generated.push(name);
-        Ok(SecretString::from(value))
-    }
-
-    fn read(&self) -> Result<toml::Table, ConfigError> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => toml::from_str(&text)
-                .map_err(|error| invalid("OAUTH_DATA_DIR", format!("{} is corrupt: {error}", self.path.display()))),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(toml::Table::new()),
-            Err(error) => Err(invalid("OAUTH_DATA_DIR", format!("cannot read {}: {error}", self.path.display()))),
-        }
-    }
-
-    fn write(&self, table: &toml::Table) -> std::io::Result<()> {
-        if let Some(parent) = self.path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let text = format!(
-            "# Development secrets generated by oauth-manager for the embedded SQLite setup.\n\
-             # Never use these in production: set the environment variables instead.\n{}",
-            toml::to_string(table).expect("a table of strings serialises")
-        );
-        let temporary = self.path.with_extension("tmp");
-        write_private(&temporary, text.as_bytes())?;
-        std::fs::rename(temporary, &self.path)
-    }
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    file.write_all(bytes)
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -428,34 +381,6 @@ mod tests {
         Config::load(&|name| map.get(name).cloned())
     }
 
-    fn temp_dir() -> String {
-        std::env::temp_dir().join(format!("oam-config-{}", crate::crypto::random_token(6))).display().to_string()
-    }
-
-    #[test]
-    fn postgres_without_a_jwt_secret_names_the_setting() {
-        let error = load(&[("DATABASE_URL", "postgres://localhost/db")]).unwrap_err();
-        assert_eq!(error.setting, "JWT_SECRET_KEY");
-    }
-
-    #[test]
-    fn postgres_without_an_encryption_key_names_the_setting() {
-        let error = load(&[("DATABASE_URL", "postgres://localhost/db"), ("JWT_SECRET_KEY", "x")]).unwrap_err();
-        assert_eq!(error.setting, "OAUTH_ENCRYPTION_KEY");
-    }
-
-    #[test]
-    fn a_malformed_encryption_key_is_refused_without_echoing_it() {
-        let error = load(&[
-            ("DATABASE_URL", "postgres://localhost/db"),
-            ("JWT_SECRET_KEY", "x"),
-            ("OAUTH_ENCRYPTION_KEY", "hunter2"),
-        ])
-        .unwrap_err();
-        assert_eq!(error.setting, "OAUTH_ENCRYPTION_KEY");
-        assert!(!error.to_string().contains("hunter2"));
-    }
-
     #[test]
     fn a_bad_port_and_database_url_are_named() {
         assert_eq!(load(&[("PORT", "eighty")]).unwrap_err().setting, "PORT");
@@ -463,31 +388,31 @@ mod tests {
     }
 
     #[test]
-    fn sqlite_default_generates_secrets_once_and_reuses_them() {
-        let dir = temp_dir();
-        let first = load(&[("OAUTH_DATA_DIR", &dir)]).unwrap();
-        let second = load(&[("OAUTH_DATA_DIR", &dir)]).unwrap();
-        assert_eq!(first.database_kind, DatabaseKind::Sqlite);
-        assert_eq!(first.port, 8000);
-        assert!(first.generated_secrets.contains(&"OAUTH_ENCRYPTION_KEY"));
-        assert_eq!(first.encryption_keys.expose_secret(), second.encryption_keys.expose_secret());
-        assert_eq!(first.jwt_secret.expose_secret(), second.jwt_secret.expose_secret());
-        assert!(!format!("{first:?}").contains(first.jwt_secret.expose_secret()));
-        std::fs::remove_dir_all(dir).unwrap();
+    fn nothing_set_means_the_embedded_sqlite_default_on_port_8000() {
+        let config = load(&[]).unwrap();
+        assert_eq!(config.database.kind, DatabaseKind::Sqlite);
+        assert_eq!(config.port, 8000);
+        assert!(config.secrets.jwt_secret.is_none(), "secrets are generated by an explicit start-up step");
+    }
+
+    #[test]
+    fn every_flag_takes_the_same_words() {
+        for (value, expected) in [("on", true), ("off", false), ("true", true), ("0", false), ("YES", true)] {
+            let config = load(&[("OAUTH_EXPOSE_TOKENS_TO_USERS", value), ("OAUTH_BROWSER_BINDING", value)]).unwrap();
+            assert_eq!(config.expose_tokens_to_users, expected, "{value}");
+            assert_eq!(config.browser_binding, expected, "{value}");
+        }
+        let error = load(&[("OAUTH_BROWSER_BINDING", "maybe")]).unwrap_err();
+        assert_eq!(error.setting, "OAUTH_BROWSER_BINDING");
+        assert_eq!(load(&[("OAUTH_SANDBOX", "true")]).unwrap().sandbox, SandboxMode::On);
+        assert_eq!(load(&[("OAUTH_SANDBOX", "maybe")]).unwrap_err().setting, "OAUTH_SANDBOX");
     }
 
     #[test]
     fn return_origins_must_be_bare_origins() {
-        let dir = temp_dir();
-        let ok = load(&[
-            ("OAUTH_DATA_DIR", &dir),
-            ("OAUTH_ALLOWED_RETURN_ORIGINS", "https://app.example.com, http://localhost:3000"),
-        ])
-        .unwrap();
+        let ok = load(&[("OAUTH_ALLOWED_RETURN_ORIGINS", "https://app.example.com, http://localhost:3000")]).unwrap();
         assert_eq!(ok.allowed_return_origins.len(), 2);
-        let error = load(&[("OAUTH_DATA_DIR", &dir), ("OAUTH_ALLOWED_RETURN_ORIGINS", "https://app.example.com/path")])
-            .unwrap_err();
+        let error = load(&[("OAUTH_ALLOWED_RETURN_ORIGINS", "https://app.example.com/path")]).unwrap_err();
         assert_eq!(error.setting, "OAUTH_ALLOWED_RETURN_ORIGINS");
-        std::fs::remove_dir_all(dir).ok();
     }
 }

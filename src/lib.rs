@@ -1,12 +1,12 @@
 //! oauth-manager: a self-hostable OAuth 2.0 connection manager ("token vault").
 //!
-//! `startup` wires the pieces; `http` is the API; `oauth` the providers and flows; `store` all
-//! SQL; `crypto` encryption at rest; `auth` who is calling.
+//! `startup` wires the pieces; `http` is the API (and the only part that speaks HTTP); `oauth` the
+//! providers, flows and the vault they work on; `store` all SQL; `crypto` encryption at rest;
+//! `auth` who is calling; `config` the settings.
 
 pub mod auth;
 pub mod config;
 pub mod crypto;
-pub mod error;
 pub mod http;
 pub mod oauth;
 pub mod startup;

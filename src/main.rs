@@ -3,9 +3,11 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use oauth_manager::config::Config;
-use oauth_manager::oauth::Providers;
-use oauth_manager::{startup, telemetry};
+use oauth_manager::config::{Config, ConfigError, DatabaseKind};
+use oauth_manager::oauth::{Providers, sandbox};
+use oauth_manager::startup::{self, Secrets};
+use oauth_manager::telemetry;
+use secrecy::ExposeSecret;
 
 /// Self-hostable OAuth 2.0 connection manager.
 #[derive(Parser)]
@@ -33,53 +35,62 @@ enum Command {
     CheckConfig,
 }
 
-async fn migrate(config: Config, providers: Providers, allow_custom_providers: bool) -> anyhow::Result<()> {
-    startup::announce(&config);
-    let state = startup::build_state(config, providers).await?;
+/// Everything start-up reads before it does anything.
+struct Loaded {
+    config: Config,
+    providers: Providers,
+    secrets: Secrets,
+}
+
+fn load() -> Result<Loaded, ConfigError> {
+    let config = Config::from_env()?;
+    let providers = Providers::from_file(config.providers_file.as_deref(), &env_lookup)?;
+    // An explicit step: with the SQLite default it may write development secrets to the data dir.
+    let secrets = Secrets::resolve(&config)?;
+    Ok(Loaded { config, providers, secrets })
+}
+
+async fn migrate(loaded: Loaded, allow_custom_providers: bool) -> anyhow::Result<()> {
+    startup::announce(&loaded.config, &loaded.secrets);
+    let state = startup::build_state(loaded.config, loaded.providers, loaded.secrets).await?;
     if allow_custom_providers {
-        state.store.allow_custom_providers().await?;
+        state.vault.store.allow_custom_providers().await?;
         tracing::info!("provider CHECK constraints relaxed: providers beyond the built-ins can be stored");
     }
     tracing::info!("migrations applied");
     Ok(())
 }
 
-async fn serve(config: Config, providers: Providers) -> anyhow::Result<()> {
-    startup::announce(&config);
-    let (providers, sandbox) = if startup::sandbox_enabled(&config, &providers) {
-        let operator = match &config.providers_file {
-            Some(path) => Some(std::fs::read_to_string(path)?),
-            None => None,
-        };
-        let (providers, router) = startup::sandbox(&config, operator.as_deref())?;
+async fn serve(loaded: Loaded) -> anyhow::Result<()> {
+    let Loaded { config, mut providers, secrets } = loaded;
+    startup::announce(&config, &secrets);
+    let sandbox_url = format!("{}{}", config.public_base_url.as_str().trim_end_matches('/'), sandbox::PREFIX);
+    let emulators = sandbox::enabled(&config, &providers).then(|| {
+        let (router, bases) = sandbox::emulators(config.public_base_url.as_str());
+        sandbox::point_at_emulators(&mut providers, &bases);
         tracing::warn!(
-            "SANDBOX MODE: google, youtube, microsoft and notion are served by local emulators under {}{}; \
+            "SANDBOX MODE: google, youtube, microsoft and notion are served by local emulators under {}; \
              nothing here talks to the real providers. For trying and testing only (OAUTH_SANDBOX=off disables it).",
-            config.public_base_url.as_str().trim_end_matches('/'),
-            startup::SANDBOX_PREFIX
+            sandbox_url
         );
-        (providers, Some(router))
-    } else {
-        (providers, None)
-    };
-    let state = startup::build_state(config, providers).await?;
-    startup::serve(state, sandbox).await
+        router
+    });
+    let state = startup::build_state(config, providers, secrets).await?;
+    startup::serve(state, emulators).await
 }
 
-async fn demo_credentials(config: Config, providers: Providers) -> anyhow::Result<()> {
-    use secrecy::ExposeSecret;
+async fn demo_credentials(loaded: Loaded) -> anyhow::Result<()> {
     anyhow::ensure!(
-        config.database_kind == oauth_manager::config::DatabaseKind::Sqlite,
+        loaded.config.database.kind == DatabaseKind::Sqlite,
         "demo-credentials is for the embedded SQLite setup only"
     );
-    let dev_secrets: toml::Table =
-        toml::from_str(&std::fs::read_to_string(config.data_dir.join("dev-secrets.toml")).unwrap_or_default())?;
-    let jwt_secret = config.jwt_secret.expose_secret().to_owned();
-    let state = startup::build_state(config, providers).await?;
+    let jwt_secret = loaded.secrets.jwt_secret.expose_secret().to_owned();
+    let service_key = loaded.secrets.generated_service_key.as_ref().map(|key| key.expose_secret().to_owned());
+    let state = startup::build_state(loaded.config, loaded.providers, loaded.secrets).await?;
     let email = "demo@example.com";
-    let user_id = match state.store.find_user(email).await? {
+    let user_id = match state.vault.store.find_user(email).await? {
         Some(id) => id,
-        None => state.store.create_user(email).await?,
+        None => state.vault.store.create_user(email).await?,
     };
     let claims = oauth_manager::auth::Claims {
         user_id,
@@ -95,11 +106,24 @@ async fn demo_credentials(config: Config, providers: Providers) -> anyhow::Resul
     )?;
     println!("export OAM_USER_ID={user_id}");
     println!("export OAM_USER_TOKEN={token}");
-    match dev_secrets.get("OAUTH_SERVICE_API_KEYS").and_then(toml::Value::as_str) {
+    match service_key {
         Some(key) => println!("export OAM_SERVICE_KEY={key}"),
         None => eprintln!("# OAUTH_SERVICE_API_KEYS is set in the environment: use one of its keys as OAM_SERVICE_KEY"),
     }
     Ok(())
+}
+
+fn check_config(loaded: &Loaded) {
+    let config = &loaded.config;
+    println!("configuration OK");
+    println!("  database: {:?}", config.database.kind);
+    println!("  listen: {}:{}", config.host, config.port);
+    println!("  public base URL: {}", config.public_base_url);
+    println!("  service API keys: {}", loaded.secrets.service_keys.len());
+    for provider in loaded.providers.iter() {
+        let state = if provider.credentials.is_some() { "configured" } else { "no credentials" };
+        println!("  provider {}: {state}", provider.name);
+    }
 }
 
 fn env_lookup(name: &str) -> Option<String> {
@@ -109,32 +133,22 @@ fn env_lookup(name: &str) -> Option<String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let loaded = Config::from_env()
-        .and_then(|config| Providers::from_file(config.providers_file.as_deref(), &env_lookup).map(|p| (config, p)));
-    let (config, providers) = match loaded {
+    let loaded = match load() {
         Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("oauth-manager: configuration error: {error}");
             return ExitCode::from(2);
         }
     };
-    telemetry::init(config.log_format);
+    telemetry::init(loaded.config.log_format);
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {
-            println!("configuration OK");
-            println!("  database: {:?}", config.database_kind);
-            println!("  listen: {}:{}", config.host, config.port);
-            println!("  public base URL: {}", config.public_base_url);
-            println!("  service API keys: {}", config.service_keys.len());
-            for provider in providers.iter() {
-                let state = if provider.credentials.is_some() { "configured" } else { "no credentials" };
-                println!("  provider {}: {state}", provider.name);
-            }
+            check_config(&loaded);
             Ok(())
         }
-        Command::Migrate { allow_custom_providers } => migrate(config, providers, allow_custom_providers).await,
-        Command::Serve => serve(config, providers).await,
-        Command::DemoCredentials => demo_credentials(config, providers).await,
+        Command::Migrate { allow_custom_providers } => migrate(loaded, allow_custom_providers).await,
+        Command::Serve => serve(loaded).await,
+        Command::DemoCredentials => demo_credentials(loaded).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

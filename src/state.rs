@@ -1,34 +1,21 @@
-//! The state every handler receives.
+//! The state every handler receives: the vault and who may call.
 
 use std::sync::Arc;
 
-use crate::auth::JwtVerifier;
+use crate::auth::{JwtVerifier, RoleDirectory, ServiceKeys};
 use crate::config::Config;
-use crate::crypto::KeyRing;
-use crate::oauth::Providers;
-use crate::oauth::id_token::JwksCache;
-use crate::oauth::usage::UsageRecorder;
-use crate::store::{KeyedLocks, Store};
+use crate::oauth::Vault;
 
 /// Shared, cheaply cloned application state.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub store: Arc<dyn Store>,
-    pub keys: Arc<KeyRing>,
+    /// The store, keys, providers and provider client the flows work with.
+    pub vault: Vault,
+    /// Verifies the host application's access tokens.
     pub jwt: Arc<JwtVerifier>,
-    pub providers: Arc<Providers>,
-    /// The one HTTP client for provider calls: rustls, timeouts, never follows redirects.
-    pub http: reqwest::Client,
-    /// Provider signing keys for ID tokens.
-    pub jwks: Arc<JwksCache>,
-    /// In-process single flight of refreshes, in front of the store's cross-process lock.
-    pub refresh_locks: Arc<KeyedLocks>,
-    /// Bounds concurrent refreshes, each of which holds a database connection while the provider
-    /// answers, below the pool size so the hand-out path always finds a connection.
-    pub refresh_slots: Arc<tokio::sync::Semaphore>,
+    /// The backends' service keys.
+    pub service_keys: Arc<ServiceKeys>,
     /// Administrator flags read from the host application's tables (`OAUTH_ROLES_SOURCE=database`).
-    pub roles: Arc<crate::auth::RoleDirectory>,
-    /// Token hand-outs waiting for the flusher.
-    pub usage: Arc<UsageRecorder>,
+    pub roles: Arc<RoleDirectory>,
 }

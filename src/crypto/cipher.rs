@@ -13,14 +13,11 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 
+use super::Aad;
+
 const FORMAT_VERSION: &str = "v1";
 const NONCE_LEN: usize = 12;
 const KEY_ID_MAX_LEN: usize = 16;
-
-/// The associated data that binds a stored secret to its table column and row.
-pub fn column(column: &str, row: &str) -> Vec<u8> {
-    format!("{column}\u{1f}{row}").into_bytes()
-}
 
 /// Why a key ring could not be built from configuration.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -105,14 +102,14 @@ impl KeyRing {
         &self.keys[0].id
     }
 
-    /// Encrypts `plaintext` with the primary key, bound to `associated_data`.
-    pub fn encrypt(&self, plaintext: &str, associated_data: &[u8]) -> String {
+    /// Encrypts `plaintext` with the primary key, bound to its column and row.
+    pub fn encrypt(&self, plaintext: &str, aad: &Aad) -> String {
         let key = &self.keys[0];
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
         let sealed = key
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext.as_bytes(), aad: associated_data })
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext.as_bytes(), aad: aad.as_bytes() })
             .expect("AES-GCM encryption cannot fail for inputs under 64 GiB");
         let mut blob = Vec::with_capacity(NONCE_LEN + sealed.len());
         blob.extend_from_slice(&nonce);
@@ -121,7 +118,7 @@ impl KeyRing {
     }
 
     /// Decrypts a value made by `encrypt` with any key of the ring.
-    pub fn decrypt(&self, stored: &str, associated_data: &[u8]) -> Result<SecretString, CipherError> {
+    pub fn decrypt(&self, stored: &str, aad: &Aad) -> Result<SecretString, CipherError> {
         let mut parts = stored.splitn(3, ':');
         let (Some(FORMAT_VERSION), Some(key_id), Some(encoded)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(CipherError::Malformed);
@@ -138,7 +135,7 @@ impl KeyRing {
         let (nonce, sealed) = blob.split_at(NONCE_LEN);
         let plaintext = key
             .cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: associated_data })
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: aad.as_bytes() })
             .map_err(|_| CipherError::Authentication)?;
         String::from_utf8(plaintext).map(SecretString::from).map_err(|_| CipherError::Authentication)
     }
@@ -157,6 +154,10 @@ fn decode_key(material: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
+    fn row() -> Aad {
+        Aad::code_verifier("row")
+    }
+
     fn ring(spec: &str) -> KeyRing {
         KeyRing::parse(&SecretString::from(spec)).expect("valid key ring")
     }
@@ -164,7 +165,7 @@ mod tests {
     #[test]
     fn round_trip_returns_the_plaintext() {
         let keys = ring(&KeyRing::generate_key());
-        let aad = column("oauth_tokens.access_token", "7/google");
+        let aad = Aad::access_token(7, "google");
         let stored = keys.encrypt("ya29.secret", &aad);
         assert!(stored.starts_with("v1:k1:"));
         assert!(!stored.contains("ya29.secret"));
@@ -174,26 +175,26 @@ mod tests {
     #[test]
     fn each_encryption_uses_a_fresh_nonce() {
         let keys = ring(&KeyRing::generate_key());
-        assert_ne!(keys.encrypt("same", b"row"), keys.encrypt("same", b"row"));
+        assert_ne!(keys.encrypt("same", &row()), keys.encrypt("same", &row()));
     }
 
     #[test]
     fn a_tampered_value_fails_authentication() {
         let keys = ring(&KeyRing::generate_key());
-        let stored = keys.encrypt("secret", b"row");
+        let stored = keys.encrypt("secret", &row());
         let (head, body) = stored.rsplit_once(':').unwrap();
         let mut bytes = URL_SAFE_NO_PAD.decode(body).unwrap();
         bytes[NONCE_LEN + 1] ^= 0x01;
         let tampered = format!("{head}:{}", URL_SAFE_NO_PAD.encode(bytes));
-        assert_eq!(keys.decrypt(&tampered, b"row").unwrap_err(), CipherError::Authentication);
+        assert_eq!(keys.decrypt(&tampered, &row()).unwrap_err(), CipherError::Authentication);
     }
 
     #[test]
     fn a_value_moved_to_another_row_or_column_does_not_decrypt() {
         let keys = ring(&KeyRing::generate_key());
-        let stored = keys.encrypt("secret", &column("oauth_tokens.access_token", "1/google"));
-        let other_row = column("oauth_tokens.access_token", "2/google");
-        let other_column = column("oauth_tokens.refresh_token", "1/google");
+        let stored = keys.encrypt("secret", &Aad::access_token(1, "google"));
+        let other_row = Aad::access_token(2, "google");
+        let other_column = Aad::refresh_token(1, "google");
         assert_eq!(keys.decrypt(&stored, &other_row).unwrap_err(), CipherError::Authentication);
         assert_eq!(keys.decrypt(&stored, &other_column).unwrap_err(), CipherError::Authentication);
     }
@@ -202,35 +203,35 @@ mod tests {
     fn an_unknown_key_id_is_named_in_the_error() {
         let old = ring(&format!("old:{}", KeyRing::generate_key()));
         let new = ring(&format!("new:{}", KeyRing::generate_key()));
-        let stored = old.encrypt("secret", b"row");
-        assert_eq!(new.decrypt(&stored, b"row").unwrap_err(), CipherError::UnknownKeyId("old".into()));
+        let stored = old.encrypt("secret", &row());
+        assert_eq!(new.decrypt(&stored, &row()).unwrap_err(), CipherError::UnknownKeyId("old".into()));
     }
 
     #[test]
     fn a_wrong_key_with_the_same_id_fails_authentication() {
         let one = ring(&KeyRing::generate_key());
         let other = ring(&KeyRing::generate_key());
-        let stored = one.encrypt("secret", b"row");
-        assert_eq!(other.decrypt(&stored, b"row").unwrap_err(), CipherError::Authentication);
+        let stored = one.encrypt("secret", &row());
+        assert_eq!(other.decrypt(&stored, &row()).unwrap_err(), CipherError::Authentication);
     }
 
     #[test]
     fn rotation_keeps_old_values_readable_and_encrypts_with_the_new_primary() {
         let old_key = KeyRing::generate_key();
         let before = ring(&format!("k1:{old_key}"));
-        let stored_before = before.encrypt("old secret", b"row");
+        let stored_before = before.encrypt("old secret", &row());
 
         let after = ring(&format!("k2:{},k1:{old_key}", KeyRing::generate_key()));
         assert_eq!(after.primary_key_id(), "k2");
-        assert_eq!(after.decrypt(&stored_before, b"row").unwrap().expose_secret(), "old secret");
-        assert!(after.encrypt("new secret", b"row").starts_with("v1:k2:"));
+        assert_eq!(after.decrypt(&stored_before, &row()).unwrap().expose_secret(), "old secret");
+        assert!(after.encrypt("new secret", &row()).starts_with("v1:k2:"));
     }
 
     #[test]
     fn malformed_values_are_rejected_without_panicking() {
         let keys = ring(&KeyRing::generate_key());
         for bad in ["", "v1", "v1:k1", "v2:k1:AAAA", "v1:k1:!!!", "v1:k1:AAAA"] {
-            assert_eq!(keys.decrypt(bad, b"row").unwrap_err(), CipherError::Malformed, "{bad:?}");
+            assert_eq!(keys.decrypt(bad, &row()).unwrap_err(), CipherError::Malformed, "{bad:?}");
         }
     }
 
@@ -250,6 +251,6 @@ mod tests {
         let keys = ring(&format!("{}:{}", "k".repeat(KEY_ID_MAX_LEN), KeyRing::generate_key()));
         let verifier = crate::crypto::random_token(32);
         assert_eq!(verifier.len(), 43);
-        assert!(keys.encrypt(&verifier, b"row").len() <= 128);
+        assert!(keys.encrypt(&verifier, &row()).len() <= 128);
     }
 }

@@ -9,10 +9,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::error::{ApiError, ApiResult, Problem};
 use super::views::utc;
 use crate::auth::UserCaller;
-use crate::error::{ApiError, ApiResult, Problem};
-use crate::oauth::flow::store_error;
 use crate::state::AppState;
 use crate::store::{AuditAction, AuditEvent, AuditQuery, Consent, ScopeEntry};
 
@@ -39,7 +38,7 @@ struct ProviderCounts {
 #[utoipa::path(get, path = "/api/v1/oauth/status", tag = "account", security(("user_jwt" = [])),
     responses((status = 200, description = "{integrations: {total_integrations, active_integrations, pending_integrations, inactive_integrations, providers}, consents: {total_consents, granted_consents, revoked_consents}}")))]
 pub(super) async fn status(State(state): State<AppState>, caller: UserCaller) -> ApiResult<Json<Value>> {
-    let counts = state.store.status_counts(caller.user_id).await.map_err(store_error)?;
+    let counts = state.vault.store.status_counts(caller.user_id).await?;
     let mut providers: BTreeMap<String, ProviderCounts> = BTreeMap::new();
     let mut totals = ProviderCounts::default();
     for (provider, status, count) in counts.integrations {
@@ -107,7 +106,7 @@ impl From<Consent> for ConsentView {
 #[utoipa::path(get, path = "/api/v1/oauth/consents", tag = "account", security(("user_jwt" = [])),
     responses((status = 200, body = [ConsentView])))]
 pub(super) async fn consents(State(state): State<AppState>, caller: UserCaller) -> ApiResult<Json<Vec<ConsentView>>> {
-    let consents = state.store.list_consents(caller.user_id).await.map_err(store_error)?;
+    let consents = state.vault.store.list_consents(caller.user_id).await?;
     Ok(Json(consents.into_iter().map(ConsentView::from).collect()))
 }
 
@@ -225,7 +224,7 @@ pub(super) async fn audit(
         // One more than asked tells whether another page exists.
         limit: limit + 1,
     };
-    let mut events = state.store.list_audit(&query).await.map_err(store_error)?;
+    let mut events = state.vault.store.list_audit(&query).await?;
     let next_cursor = if events.len() as i64 > limit {
         events.truncate(limit as usize);
         events.last().map(|event| event.id.to_string())
@@ -251,6 +250,7 @@ pub(super) struct ProviderView {
 pub(super) async fn providers(State(state): State<AppState>, _caller: UserCaller) -> Json<Vec<ProviderView>> {
     Json(
         state
+            .vault
             .providers
             .iter()
             .map(|p| ProviderView {

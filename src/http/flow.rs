@@ -1,4 +1,5 @@
-//! `/initiate` and `/callback`: the browser's part of connecting an account.
+//! `/initiate` and `/callback`: the browser's part of connecting an account, and the flow cookie
+//! that binds a flow to the browser that started it (RFC 9700 §4.7).
 
 use axum::extract::{Path, Query, State};
 use axum::http::header::{LOCATION, SET_COOKIE};
@@ -6,14 +7,22 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use url::Url;
 
 use super::RequestClient;
-use crate::auth::{MaybeUser, UserCaller, cookie};
-use crate::error::{ApiResult, Problem};
-use crate::oauth::flow::{self, Browser, CallbackFailure, CallbackQuery, InitiateRequest, InitiateResponse};
+use super::error::{ApiError, ApiResult, Problem};
+use super::extract::{MaybeUser, cookie};
+use crate::auth::UserCaller;
+use crate::config::Config;
+use crate::crypto::sha256_hex;
+use crate::oauth::FlowError;
+use crate::oauth::flow::{self, Authorization, AuthorizationResponse, Browser, CallbackFailure};
+use crate::oauth::input::{CallbackUrl, ProviderName, ReturnTo, Scope};
 use crate::state::AppState;
+use crate::store::ClientInfo;
 
 /// `POST /initiate`, `GET /callback`, `GET /callback/{provider}`.
 pub fn router() -> Router<AppState> {
@@ -23,6 +32,51 @@ pub fn router() -> Router<AppState> {
         .route("/callback/{provider}", get(callback_for_provider))
 }
 
+/// Body of `POST /initiate`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InitiateRequest {
+    pub provider: String,
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub redirect_uri: Option<String>,
+    #[serde(default)]
+    pub return_to: Option<String>,
+}
+
+/// Answer of `POST /initiate`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct InitiateResponse {
+    pub authorization_url: String,
+    pub state: String,
+    pub provider: String,
+    pub scopes: Vec<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Query of the callback (RFC 6749 §4.1.2 and §4.1.2.1, RFC 9207).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CallbackQuery {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub iss: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+/// Path the flow cookie is sent to: both callback routes and nothing else, under whatever path
+/// `PUBLIC_BASE_URL` itself has (a service behind a proxy at `/oam`).
+pub fn flow_cookie_path(config: &Config) -> String {
+    format!("{}/api/v1/oauth/callback", config.public_base_url.path().trim_end_matches('/'))
+}
+
+/// The flow cookie's name for a state: one per flow, so parallel flows in one browser coexist.
+fn flow_cookie_name(state_value: &str) -> String {
+    format!("oam_flow_{}", &sha256_hex(state_value.as_bytes())[..16])
+}
+
 #[utoipa::path(post, path = "/api/v1/oauth/initiate", tag = "flow", request_body = InitiateRequest, security(("user_jwt" = [])),
     responses((status = 200, body = InitiateResponse), (status = 400, body = Problem), (status = 503, description = "OAuth credentials not configured", body = Problem)))]
 pub(super) async fn initiate(
@@ -30,15 +84,35 @@ pub(super) async fn initiate(
     caller: UserCaller,
     Json(request): Json<InitiateRequest>,
 ) -> ApiResult<Response> {
-    let (answer, cookie) = flow::initiate(&state, &caller, request).await?;
+    let vault = &state.vault;
+    // Each value parsed once, in the order its errors are reported.
+    let name = ProviderName::parse(&request.provider).ok_or_else(|| FlowError::UnknownProvider(request.provider))?;
+    let provider = vault.configured_provider(&name)?;
+    let authorization = Authorization {
+        provider,
+        scopes: Scope::requested(provider, request.scopes)?,
+        redirect_uri: CallbackUrl::choose(&state.config, provider, request.redirect_uri)?,
+        return_to: request
+            .return_to
+            .map(|target| ReturnTo::parse(&target, &state.config.allowed_return_origins))
+            .transpose()?,
+    };
+    let started = flow::initiate(vault, caller.user_id, authorization).await?;
     let secure = if state.config.public_base_url.scheme() == "https" { "; Secure" } else { "" };
     let set_cookie = format!(
         "{}={}; Path={}; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
-        cookie.name,
-        cookie.value,
-        flow::flow_cookie_path(&state.config),
-        cookie.max_age_seconds
+        flow_cookie_name(&started.state),
+        started.browser_binding,
+        flow_cookie_path(&state.config),
+        started.lifetime_seconds
     );
+    let answer = InitiateResponse {
+        authorization_url: started.authorization_url,
+        state: started.state,
+        provider: started.provider,
+        scopes: started.scopes,
+        expires_at: started.expires_at,
+    };
     Ok(([(SET_COOKIE, set_cookie)], Json(answer)).into_response())
 }
 
@@ -74,14 +148,15 @@ async fn finish(
     provider: Option<&str>,
     user: Option<UserCaller>,
     headers: &HeaderMap,
-    client: crate::store::ClientInfo,
+    client: ClientInfo,
 ) -> Response {
-    let cookie_name = query.state.as_deref().map(flow::flow_cookie_name);
+    let cookie_name = query.state.as_deref().map(flow_cookie_name);
     let browser = Browser {
         user_id: user.map(|u| u.user_id),
         flow_cookie: cookie_name.as_deref().and_then(|name| cookie(headers, name)).map(str::to_owned),
     };
-    let outcome = flow::callback(state, query, provider, browser, client).await;
+    let response = AuthorizationResponse { code: query.code, state: query.state, iss: query.iss, error: query.error };
+    let outcome = flow::callback(&state.vault, response, provider, browser, client).await;
     let state_spent = outcome.as_ref().map_or_else(|failure| failure.state_spent, |_| true);
     let mut response = match outcome {
         Ok(connected) => {
@@ -96,7 +171,7 @@ async fn finish(
                     ],
                 ),
                 None => Json(json!({
-                    "message": format!("Connected {}.", state.providers.display_name(&integration.provider)),
+                    "message": format!("Connected {}.", state.vault.providers.display_name(&integration.provider)),
                     "integration_id": integration.id,
                     "provider": integration.provider,
                     "status": integration.status,
@@ -108,12 +183,12 @@ async fn finish(
             tracing::info!(code = error.code(), "callback refused; redirecting back");
             redirect(&target, &[("oauth_status", "error"), ("error", error.code())])
         }
-        Err(CallbackFailure { error, return_to: None, .. }) => error.into_response(),
+        Err(CallbackFailure { error, return_to: None, .. }) => ApiError::from(error).into_response(),
     };
     // Once the state is spent this browser's cookie for it is useless: forget it. A refusal that
     // left the state usable keeps the cookie, so the right callback can still finish the flow.
     if let Some(name) = cookie_name.filter(|_| state_spent) {
-        let path = flow::flow_cookie_path(&state.config);
+        let path = flow_cookie_path(&state.config);
         let expired = format!("{name}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Lax");
         if let Ok(value) = HeaderValue::from_str(&expired) {
             response.headers_mut().append(SET_COOKIE, value);

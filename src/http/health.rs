@@ -5,7 +5,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 /// `GET /healthz`, `GET /readyz`.
@@ -20,9 +20,9 @@ pub(super) async fn healthz() -> Json<Value> {
 }
 
 /// Ready: the database answers and the encryption keys are loaded.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Database reachable, keys loaded"), (status = 503, body = crate::error::Problem)))]
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Database reachable, keys loaded"), (status = 503, body = super::error::Problem)))]
 pub(super) async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    if let Err(error) = state.store.ping().await {
+    if let Err(error) = state.vault.store.ping().await {
         tracing::warn!(error = %error, "readiness: database unreachable");
         return Err(ApiError::Unavailable {
             code: "database_unavailable",
@@ -32,6 +32,6 @@ pub(super) async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Valu
     Ok(Json(json!({
         "status": "ready",
         "database": "ok",
-        "primary_key_id": state.keys.primary_key_id(),
+        "primary_key_id": state.vault.keys.primary_key_id(),
     })))
 }

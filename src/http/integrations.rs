@@ -7,17 +7,15 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::RequestClient;
+use super::error::{ApiError, ApiResult, Problem};
 use super::views::IntegrationView;
 use crate::auth::UserCaller;
-use crate::error::{ApiError, ApiResult, Problem};
-use crate::oauth::disconnect::{self, Disconnected};
-use crate::oauth::flow::store_error;
-use crate::oauth::tokens;
+use crate::oauth::input::ProviderName;
+use crate::oauth::sync::{self, SyncOutcome};
+use crate::oauth::{FlowError, disconnect, refresh};
 use crate::state::AppState;
-use crate::store::{Integration, IntegrationFilter, IntegrationStatus, NEVER_EXPIRES};
+use crate::store::{Integration, IntegrationFilter, ProviderRevocation};
 
-/// Tokens expiring within this many seconds are refreshed by `POST /integrations/sync`.
-const SYNC_LEAD_SECONDS: i64 = 300;
 /// `oauth_consents.revoked_reason` is VARCHAR(100).
 const REASON_MAX: usize = 100;
 
@@ -54,12 +52,19 @@ pub(super) async fn list(
         Some(other) => other,
         None => caller.user_id,
     };
-    if let Some(provider) = query.provider.as_deref().filter(|name| state.providers.get(name).is_none()) {
-        return Err(ApiError::bad_request("unknown_provider", format!("Unknown provider {provider:?}.")));
-    }
-    let filter = IntegrationFilter { provider: query.provider, active_only: query.active_only.unwrap_or(true) };
-    let integrations = state.store.list_integrations(user_id, &filter).await.map_err(anyhow::Error::from)?;
-    Ok(Json(integrations.into_iter().map(|i| IntegrationView::new(i, &state.providers)).collect()))
+    let provider = query
+        .provider
+        .map(|raw| match ProviderName::parse(&raw).filter(|name| state.vault.providers.get(name.as_str()).is_some()) {
+            Some(name) => Ok(name),
+            None => Err(FlowError::UnknownProvider(raw)),
+        })
+        .transpose()?;
+    let filter = IntegrationFilter {
+        provider: provider.map(|name| name.as_str().to_owned()),
+        active_only: query.active_only.unwrap_or(true),
+    };
+    let integrations = state.vault.store.list_integrations(user_id, &filter).await?;
+    Ok(Json(integrations.into_iter().map(|i| IntegrationView::new(i, &state.vault.providers)).collect()))
 }
 
 /// `GET /integrations/{id}`: one integration of the caller (404 for anybody else's).
@@ -71,13 +76,13 @@ pub(super) async fn show(
     Path(id): Path<i32>,
 ) -> ApiResult<Json<IntegrationView>> {
     let integration = owned_integration(&state, &caller, id).await?;
-    Ok(Json(IntegrationView::new(integration, &state.providers)))
+    Ok(Json(IntegrationView::new(integration, &state.vault.providers)))
 }
 
 /// The integration `id` if the caller owns it (or is an administrator); 404 otherwise, so that
 /// ids of other users' integrations cannot be probed.
 pub async fn owned_integration(state: &AppState, caller: &UserCaller, id: i32) -> ApiResult<Integration> {
-    match state.store.get_integration(id).await.map_err(anyhow::Error::from)? {
+    match state.vault.store.get_integration(id).await? {
         Some(integration) if caller.may_access(integration.user_id) => Ok(integration),
         _ => Err(ApiError::NotFound("Integration")),
     }
@@ -99,27 +104,12 @@ pub(super) async fn refresh(
     Path(id): Path<i32>,
 ) -> ApiResult<Json<Refreshed>> {
     let integration = owned_integration(&state, &caller, id).await?;
-    match integration.status {
-        IntegrationStatus::Revoked => {
-            return Err(ApiError::Conflict {
-                code: "integration_revoked",
-                detail: "The integration was disconnected.".into(),
-            });
-        }
-        // The same answer as the refresh that found the grant dead; the provider is not asked again.
-        IntegrationStatus::Error => {
-            let why = integration.error_message.unwrap_or_else(|| "The connection needs re-authorisation.".into());
-            return Err(ApiError::bad_request("needs_reauth", why));
-        }
-        _ => {}
-    }
-    let token = state.store.get_token(id).await.map_err(store_error)?.ok_or(ApiError::NotFound("Integration token"))?;
-    tokens::refresh(&state, token, "manual", &client).await?;
+    refresh::refresh_now(&state.vault, &integration, &client).await?;
     let integration = owned_integration(&state, &caller, id).await?;
-    let display = state.providers.display_name(&integration.provider).to_owned();
+    let display = state.vault.providers.display_name(&integration.provider).to_owned();
     Ok(Json(Refreshed {
         message: format!("Refreshed the {display} connection."),
-        integration: IntegrationView::new(integration, &state.providers),
+        integration: IntegrationView::new(integration, &state.vault.providers),
     }))
 }
 
@@ -166,7 +156,44 @@ pub(super) async fn remove(
         ));
     }
     let integration = owned_integration(&state, &caller, id).await?;
-    Ok(Json(disconnect::disconnect(&state, integration, reason, &client).await?))
+    let display = state.vault.providers.display_name(&integration.provider).to_owned();
+    let done = disconnect::disconnect(&state.vault, integration, reason, &client).await?;
+    Ok(Json(Disconnected::new(&display, done)))
+}
+
+/// Answer of `DELETE /integrations/{id}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Disconnected {
+    message: String,
+    integration_id: i32,
+    /// `revoked`, `not_supported`, `failed` or `nothing_to_revoke`.
+    provider_revocation: &'static str,
+}
+
+impl Disconnected {
+    fn new(display: &str, done: disconnect::Disconnection) -> Self {
+        let (message, provider_revocation) = match done.revocation {
+            _ if done.already_disconnected => (format!("{display} was already disconnected."), "nothing_to_revoke"),
+            ProviderRevocation::Revoked => {
+                (format!("Disconnected {display}; access was revoked at {display}."), "revoked")
+            }
+            ProviderRevocation::NotSupported => (
+                format!(
+                    "Disconnected {display} and deleted its tokens here. {display} offers no revocation endpoint, so \
+                     the grant could not be revoked at the provider: remove the app in the account's {display} settings."
+                ),
+                "not_supported",
+            ),
+            ProviderRevocation::NothingToRevoke => (format!("Disconnected {display}."), "nothing_to_revoke"),
+            ProviderRevocation::Failed(reason) => (
+                format!(
+                    "Disconnected {display} and deleted its tokens here, but revoking at {display} failed ({reason})."
+                ),
+                "failed",
+            ),
+        };
+        Self { message, integration_id: done.integration_id, provider_revocation }
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -191,69 +218,26 @@ pub(super) async fn sync(
     caller: UserCaller,
     RequestClient(client): RequestClient,
 ) -> ApiResult<Json<SyncAnswer>> {
-    let filter = IntegrationFilter { provider: None, active_only: false };
-    let integrations = state.store.list_integrations(caller.user_id, &filter).await.map_err(store_error)?;
-    let mut results = Vec::new();
-    for integration in integrations.into_iter().filter(|i| i.status != IntegrationStatus::Revoked) {
-        let (status, detail) = sync_one(&state, &integration, &client).await;
-        results.push(SyncResult { integration_id: integration.id, provider: integration.provider, status, detail });
-    }
+    let results: Vec<SyncResult> = sync::sync_user(&state.vault, caller.user_id, &client)
+        .await?
+        .into_iter()
+        .map(|result| {
+            let (status, detail) = match result.outcome {
+                SyncOutcome::Valid => ("ok", "The token is valid.".to_owned()),
+                SyncOutcome::Refreshed => ("refreshed", "The token was refreshed.".to_owned()),
+                SyncOutcome::Expiring => {
+                    ("expiring", "The token expires soon and the provider gave no refresh token.".to_owned())
+                }
+                SyncOutcome::NeedsReauth(why) => ("needs_reauth", why),
+                SyncOutcome::Failed(error) => ("error", ApiError::from(error).to_string()),
+            };
+            SyncResult { integration_id: result.integration_id, provider: result.provider, status, detail }
+        })
+        .collect();
     let broken = results.iter().filter(|r| r.status != "ok" && r.status != "refreshed").count();
     let message = match broken {
         0 => format!("Checked {} integration(s); all are working.", results.len()),
         n => format!("Checked {} integration(s); {n} need attention.", results.len()),
     };
     Ok(Json(SyncAnswer { message, results }))
-}
-
-async fn sync_one(
-    state: &AppState,
-    integration: &Integration,
-    client: &crate::store::ClientInfo,
-) -> (&'static str, String) {
-    if integration.status == IntegrationStatus::Error {
-        let why = integration.error_message.clone().unwrap_or_else(|| "The connection is broken.".into());
-        return ("needs_reauth", why);
-    }
-    let token = match state.store.get_token(integration.id).await {
-        Ok(Some(token)) => token,
-        Ok(None) => return ("needs_reauth", "No token is stored; connect again.".into()),
-        Err(error) => return ("error", store_error(error).to_string()),
-    };
-    let due = if token.expires_at >= NEVER_EXPIRES {
-        // A token without expiry is only known dead when the provider refuses it (Notion).
-        token_rejected_by_provider(state, &token).await
-    } else {
-        token.expires_at - chrono::Utc::now().naive_utc() < chrono::Duration::seconds(SYNC_LEAD_SECONDS)
-    };
-    if !due {
-        return ("ok", "The token is valid.".into());
-    }
-    // Still valid but nothing to renew it with: report, do not break it early.
-    if token.refresh_token.is_none()
-        && token.expires_at > chrono::Utc::now().naive_utc()
-        && token.expires_at < NEVER_EXPIRES
-    {
-        return ("expiring", "The token expires soon and the provider gave no refresh token.".into());
-    }
-    // Otherwise refresh; without a refresh token this marks the integration for re-authorisation.
-    match tokens::refresh(state, token, "sync", client).await {
-        Ok(_) => ("refreshed", "The token was refreshed.".into()),
-        Err(error) if matches!(error.code(), "needs_reauth" | "no_refresh_token") => {
-            ("needs_reauth", error.to_string())
-        }
-        Err(error) => ("error", error.to_string()),
-    }
-}
-
-/// Whether the provider's identity endpoint refuses the token (only for providers that have one).
-async fn token_rejected_by_provider(state: &AppState, token: &crate::store::StoredToken) -> bool {
-    let Some(provider) = state.providers.get(&token.provider) else { return false };
-    let Some(url) = provider.userinfo_url.as_deref() else { return false };
-    let column = crate::oauth::flow::token_column("oauth_tokens.access_token", token.user_id, &token.provider);
-    let Ok(access) = state.keys.decrypt(&token.access_token, &column) else { return true };
-    matches!(
-        crate::oauth::client::fetch_json(&state.http, provider, url, &access).await,
-        Err(crate::oauth::client::ProviderError::Rejected { status: 401, .. })
-    )
 }

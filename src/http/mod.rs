@@ -1,8 +1,11 @@
-//! The HTTP surface: one module per resource, each with its own `router()`.
+//! The HTTP surface: one module per resource, each with its own `router()`; `error` maps every
+//! domain error to problem JSON, `extract` turns credentials into callers.
 
 mod account;
 mod client_info;
-mod flow;
+pub mod error;
+mod extract;
+pub mod flow;
 mod health;
 mod integrations;
 pub mod openapi;
@@ -27,6 +30,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 pub use client_info::RequestClient;
+pub use extract::MaybeUser;
 
 use crate::state::AppState;
 

@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::error::{PROBLEM_JSON, Problem};
+use super::error::{PROBLEM_JSON, Problem};
 
 /// Rejections (bad JSON, bad query), unknown routes, wrong methods, timeouts and oversized
 /// bodies come out of axum and tower-http as plain text; give them the same problem shape.

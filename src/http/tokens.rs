@@ -3,13 +3,16 @@
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
 
 use super::RequestClient;
+use super::error::{ApiError, ApiResult, Problem};
+use super::views::expiry;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult, Problem};
-use crate::oauth::flow::store_error;
-use crate::oauth::tokens::{self, HandedOutToken};
+use crate::oauth::input::ProviderName;
+use crate::oauth::tokens::{self, HandOut};
 use crate::state::AppState;
 use crate::store::{IntegrationStatus, StoredToken};
 
@@ -21,6 +24,37 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/integrations/{id}/token", get(by_integration))
         .route("/users/{user_id}/integrations/{provider}/token", get(by_owner))
+}
+
+/// Answer of the token endpoints.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HandedOutToken {
+    pub access_token: String,
+    pub token_type: String,
+    /// `null` for tokens that never expire (Notion).
+    pub expires_at: Option<DateTime<Utc>>,
+    pub scopes: Vec<String>,
+    pub integration_id: i32,
+    pub provider: String,
+}
+
+impl std::fmt::Debug for HandedOutToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandedOutToken").field("integration_id", &self.integration_id).finish_non_exhaustive()
+    }
+}
+
+impl From<HandOut> for HandedOutToken {
+    fn from(token: HandOut) -> Self {
+        Self {
+            access_token: token.access_token.expose_secret().to_owned(),
+            token_type: token.token_type,
+            expires_at: expiry(token.expires_at),
+            scopes: token.scopes,
+            integration_id: token.integration_id,
+            provider: token.provider,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -75,7 +109,7 @@ pub(super) async fn by_integration(
 ) -> ApiResult<Json<HandedOutToken>> {
     gate(&state, &caller)?;
     let min_ttl = query.min_ttl()?;
-    let stored = match state.store.get_token(id).await.map_err(store_error)? {
+    let stored = match state.vault.store.get_token(id).await? {
         Some(stored) => stored,
         None => return Err(missing_token(&state, &caller, id).await),
     };
@@ -85,7 +119,8 @@ pub(super) async fn by_integration(
         return Err(ApiError::NotFound("Integration"));
     }
     authorise(&caller, &stored)?;
-    Ok(Json(tokens::hand_out(&state, stored, min_ttl, query.force_refresh.unwrap_or(false), &client).await?))
+    let token = tokens::hand_out(&state.vault, stored, min_ttl, query.force_refresh.unwrap_or(false), &client).await?;
+    Ok(Json(token.into()))
 }
 
 #[utoipa::path(get, path = "/api/v1/oauth/users/{user_id}/integrations/{provider}/token", tag = "tokens", params(("user_id" = i32, Path), ("provider" = String, Path), TokenQuery), security(("service_key" = [])),
@@ -104,22 +139,25 @@ pub(super) async fn by_owner(
     {
         return Err(ApiError::NotFound("Integration"));
     }
-    if state.providers.get(&provider).is_none() {
+    let Some(provider) =
+        ProviderName::parse(&provider).filter(|name| state.vault.providers.get(name.as_str()).is_some())
+    else {
         return Err(ApiError::NotFound("Integration"));
-    }
+    };
     let stored = state
+        .vault
         .store
-        .find_token_by_owner(user_id, &provider)
-        .await
-        .map_err(store_error)?
+        .find_token_by_owner(user_id, provider.as_str())
+        .await?
         .ok_or(ApiError::NotFound("Integration"))?;
     authorise(&caller, &stored)?;
-    Ok(Json(tokens::hand_out(&state, stored, min_ttl, query.force_refresh.unwrap_or(false), &client).await?))
+    let token = tokens::hand_out(&state.vault, stored, min_ttl, query.force_refresh.unwrap_or(false), &client).await?;
+    Ok(Json(token.into()))
 }
 
 /// Why there is no token: a disconnected integration (409) or none at all (404).
 async fn missing_token(state: &AppState, caller: &Caller, id: i32) -> ApiError {
-    match state.store.get_integration(id).await {
+    match state.vault.store.get_integration(id).await {
         Ok(Some(integration))
             if integration.status == IntegrationStatus::Revoked
                 && !matches!(caller, Caller::User(user) if !user.may_access(integration.user_id)) =>
@@ -127,6 +165,6 @@ async fn missing_token(state: &AppState, caller: &Caller, id: i32) -> ApiError {
             ApiError::Conflict { code: "integration_revoked", detail: "The integration was disconnected.".into() }
         }
         Ok(_) => ApiError::NotFound("Integration"),
-        Err(error) => store_error(error),
+        Err(error) => error.into(),
     }
 }

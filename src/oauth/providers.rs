@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use super::input::ProviderName;
 use crate::config::{ConfigError, merge_tables};
 use crate::store::ScopeEntry;
 
@@ -176,10 +177,7 @@ impl Providers {
             .ok_or_else(|| invalid("no [providers] table".into()))?;
         let mut specs = BTreeMap::new();
         for (name, value) in providers {
-            if name.is_empty()
-                || name.len() > 50
-                || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-            {
+            if ProviderName::parse(&name).is_none() {
                 return Err(invalid(format!("provider name {name:?} must be 1-50 characters of a-z, 0-9, '_' or '-'")));
             }
             let spec: ProviderSpec = value
@@ -226,9 +224,9 @@ impl Providers {
         self.get(provider).map_or(provider, |p| p.display_name.as_str())
     }
 
-    /// Replaces a provider (the sandbox points the built-ins at the emulators).
-    pub fn replace(&mut self, provider: Provider) {
-        self.by_name.insert(provider.name.clone(), provider);
+    /// A provider to change (the sandbox points the built-ins at the emulators).
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Provider> {
+        self.by_name.get_mut(name)
     }
 }
 

@@ -9,17 +9,16 @@ use futures_util::StreamExt;
 use rand::Rng;
 use tokio::sync::watch;
 
-use super::tokens;
-use crate::error::ApiError;
-use crate::state::AppState;
+use super::Vault;
+use super::refresh::{self, RefreshError};
 use crate::store::ClientInfo;
 
 const BATCH: i64 = 200;
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
 /// Runs until `shutdown` turns true.
-pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
-    let settings = state.config.refresh.clone();
+pub async fn run(vault: Vault, mut shutdown: watch::Receiver<bool>) {
+    let settings = vault.config.refresh.clone();
     let interval = Duration::from_secs(settings.interval_seconds.max(1));
     let mut backoff: HashMap<i32, (u32, Instant)> = HashMap::new();
     loop {
@@ -31,7 +30,7 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
         let cutoff = Utc::now().naive_utc() + chrono::Duration::seconds(settings.lead_seconds as i64);
         // Ask for enough rows that integrations in backoff cannot crowd out the others.
         let wanted = BATCH + backoff.len() as i64;
-        let due = match state.store.integrations_expiring_before(cutoff, wanted).await {
+        let due = match vault.store.integrations_expiring_before(cutoff, wanted).await {
             Ok(due) => due,
             Err(error) => {
                 tracing::warn!(error = %error, "refresher: cannot list expiring tokens");
@@ -42,10 +41,10 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
         // Integrations no longer due were fixed or reconnected: forget their failures.
         backoff.retain(|id, _| due.contains(id));
         let due: Vec<i32> = due.into_iter().filter(|id| backoff.get(id).is_none_or(|(_, next)| *next <= now)).collect();
-        let results: Vec<(i32, Result<(), ApiError>)> = futures_util::stream::iter(due)
+        let results: Vec<(i32, Result<(), RefreshError>)> = futures_util::stream::iter(due)
             .map(|id| {
-                let state = state.clone();
-                async move { (id, refresh_one(&state, id).await) }
+                let vault = vault.clone();
+                async move { (id, refresh_one(&vault, id).await) }
             })
             .buffer_unordered(settings.concurrency.max(1))
             .collect()
@@ -56,7 +55,7 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
                     backoff.remove(&id);
                 }
                 // A dead grant is marked for re-authorisation and is not picked again.
-                Err(error) if error.code() == "needs_reauth" => {
+                Err(error) if error.is_dead_grant() => {
                     backoff.remove(&id);
                 }
                 Err(error) => {
@@ -70,9 +69,9 @@ pub async fn run(state: AppState, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-async fn refresh_one(state: &AppState, integration_id: i32) -> Result<(), ApiError> {
-    let Some(token) = state.store.get_token(integration_id).await.map_err(super::flow::store_error)? else {
+async fn refresh_one(vault: &Vault, integration_id: i32) -> Result<(), RefreshError> {
+    let Some(token) = vault.store.get_token(integration_id).await? else {
         return Ok(());
     };
-    tokens::refresh(state, token, "proactive", &ClientInfo::default()).await.map(|_| ())
+    refresh::refresh(vault, token, "proactive", &ClientInfo::default()).await.map(|_| ())
 }

@@ -1,7 +1,28 @@
 //! Sandbox mode: the built-in providers served by the loopback emulators, so the whole flow can
-//! be tried (and tested, and benchmarked) with no account anywhere.
+//! be tried (and tested, and benchmarked) with no account anywhere. Everything the sandbox
+//! changes is here: when it runs, the emulators it serves, and the providers pointed at them.
 
 use provider_emulators::{EmulatorConfig, Flavor};
+
+use super::providers::{Credentials, Providers};
+use crate::config::{Config, DatabaseKind, SandboxMode};
+
+/// Where the sandbox's provider emulators are served.
+pub const PREFIX: &str = "/_sandbox";
+
+/// The Microsoft tenant the sandbox uses (the emulator serves the multi-tenant endpoints).
+const SANDBOX_TENANT: &str = "common";
+
+/// Whether the sandbox runs: `on`, or `auto` with the SQLite default and no provider credentials.
+pub fn enabled(config: &Config, providers: &Providers) -> bool {
+    match config.sandbox {
+        SandboxMode::On => true,
+        SandboxMode::Off => false,
+        SandboxMode::Auto => {
+            config.database.kind == DatabaseKind::Sqlite && providers.iter().all(|p| p.credentials.is_none())
+        }
+    }
+}
 
 /// Client id and secret the sandbox registers with each emulator (not secrets: test fixtures).
 pub fn credentials(flavor: Flavor) -> (&'static str, &'static str) {
@@ -12,58 +33,76 @@ pub fn credentials(flavor: Flavor) -> (&'static str, &'static str) {
     }
 }
 
-/// The environment variables that give the built-ins their sandbox credentials.
-pub fn credential_env() -> Vec<(&'static str, &'static str)> {
-    let (google_id, google_secret) = credentials(Flavor::Google);
-    let (microsoft_id, microsoft_secret) = credentials(Flavor::Microsoft);
-    let (notion_id, notion_secret) = credentials(Flavor::Notion);
-    vec![
-        ("GOOGLE_CLIENT_ID", google_id),
-        ("GOOGLE_CLIENT_SECRET", google_secret),
-        ("MICROSOFT_CLIENT_ID", microsoft_id),
-        ("MICROSOFT_CLIENT_SECRET", microsoft_secret),
-        ("NOTION_CLIENT_ID", notion_id),
-        ("NOTION_CLIENT_SECRET", notion_secret),
-    ]
-}
-
 /// The emulator configuration for `flavor` with the sandbox credentials.
 pub fn emulator_config(flavor: Flavor) -> EmulatorConfig {
     let (client_id, client_secret) = credentials(flavor);
     EmulatorConfig::new(flavor, client_id, client_secret)
 }
 
-/// An operator-file fragment pointing the four built-ins at emulators served at these base URLs
-/// (no trailing slash). YouTube shares the Google emulator, as it shares Google's endpoints.
-pub fn providers_toml(google: &str, microsoft: &str, notion: &str) -> String {
-    let google_block = |name: &str| {
-        format!(
-            "[providers.{name}]\n\
-             authorization_url = \"{google}/authorize\"\n\
-             token_url = \"{google}/token\"\n\
-             revocation_url = \"{google}/revoke\"\n"
-        )
+/// Base URLs (no trailing slash) of the three emulators.
+#[derive(Clone, Debug)]
+pub struct EmulatorBases {
+    /// Google's emulator, which also serves YouTube (as Google serves both).
+    pub google: String,
+    pub microsoft: String,
+    pub notion: String,
+}
+
+/// The emulators nested under `PREFIX` of the service at `public_base_url`, and their bases.
+pub fn emulators(public_base_url: &str) -> (axum::Router, EmulatorBases) {
+    let base = format!("{}{PREFIX}", public_base_url.trim_end_matches('/'));
+    let mut router = axum::Router::new();
+    for (flavor, path) in [(Flavor::Google, "google"), (Flavor::Microsoft, "microsoft"), (Flavor::Notion, "notion")] {
+        let (emulator, _handle) = provider_emulators::router(emulator_config(flavor), &format!("{base}/{path}"));
+        router = router.nest(&format!("/{path}"), emulator);
+    }
+    let bases = EmulatorBases {
+        google: format!("{base}/google"),
+        microsoft: format!("{base}/microsoft"),
+        notion: format!("{base}/notion"),
     };
-    format!(
-        "{google_provider}\
-         userinfo_url = \"{google}/userinfo\"\n\
-         issuer = \"{google}\"\n\
-         jwks_uri = \"{google}/jwks\"\n\n\
-         {youtube_provider}\
-         issuer = \"{google}\"\n\
-         identity = {{ url = \"{google}/youtube/v3/channels?part=snippet&mine=true\" }}\n\n\
-         [providers.microsoft]\n\
-         authorization_url = \"{microsoft}/{{tenant}}/oauth2/v2.0/authorize\"\n\
-         token_url = \"{microsoft}/{{tenant}}/oauth2/v2.0/token\"\n\
-         userinfo_url = \"{microsoft}/v1.0/me\"\n\
-         issuer = \"{microsoft}/{{tid}}/v2.0\"\n\
-         jwks_uri = \"{microsoft}/{{tenant}}/discovery/v2.0/keys\"\n\n\
-         [providers.notion]\n\
-         authorization_url = \"{notion}/v1/oauth/authorize\"\n\
-         token_url = \"{notion}/v1/oauth/token\"\n\
-         revocation_url = \"{notion}/v1/oauth/revoke\"\n\
-         userinfo_url = \"{notion}/v1/users/me\"\n",
-        google_provider = google_block("google"),
-        youtube_provider = google_block("youtube"),
-    )
+    (router, bases)
+}
+
+/// Points the four built-ins at the emulators at `bases`, with the sandbox credentials; every
+/// other field (scopes, quirks, identity mapping) stays as configured.
+pub fn point_at_emulators(providers: &mut Providers, bases: &EmulatorBases) {
+    let credentials = |flavor| {
+        let (client_id, client_secret) = credentials(flavor);
+        Some(Credentials { client_id: client_id.to_owned(), client_secret: client_secret.to_owned().into() })
+    };
+    let google = &bases.google;
+    for name in ["google", "youtube"] {
+        if let Some(provider) = providers.get_mut(name) {
+            provider.authorization_url = format!("{google}/authorize");
+            provider.token_url = format!("{google}/token");
+            provider.revocation_url = Some(format!("{google}/revoke"));
+            provider.issuer = Some(google.clone());
+            provider.credentials = credentials(Flavor::Google);
+        }
+    }
+    if let Some(provider) = providers.get_mut("google") {
+        provider.userinfo_url = Some(format!("{google}/userinfo"));
+        provider.jwks_uri = Some(format!("{google}/jwks"));
+    }
+    if let Some(provider) = providers.get_mut("youtube") {
+        provider.identity.url = Some(format!("{google}/youtube/v3/channels?part=snippet&mine=true"));
+    }
+    if let Some(provider) = providers.get_mut("microsoft") {
+        let (microsoft, tenant) = (&bases.microsoft, SANDBOX_TENANT);
+        provider.authorization_url = format!("{microsoft}/{tenant}/oauth2/v2.0/authorize");
+        provider.token_url = format!("{microsoft}/{tenant}/oauth2/v2.0/token");
+        provider.userinfo_url = Some(format!("{microsoft}/v1.0/me"));
+        provider.issuer = Some(format!("{microsoft}/{{tid}}/v2.0"));
+        provider.jwks_uri = Some(format!("{microsoft}/{tenant}/discovery/v2.0/keys"));
+        provider.credentials = credentials(Flavor::Microsoft);
+    }
+    if let Some(provider) = providers.get_mut("notion") {
+        let notion = &bases.notion;
+        provider.authorization_url = format!("{notion}/v1/oauth/authorize");
+        provider.token_url = format!("{notion}/v1/oauth/token");
+        provider.revocation_url = Some(format!("{notion}/v1/oauth/revoke"));
+        provider.userinfo_url = Some(format!("{notion}/v1/users/me"));
+        provider.credentials = credentials(Flavor::Notion);
+    }
 }

@@ -81,6 +81,32 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+impl StoreError {
+    /// The stable code callers are told.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownUser => "unknown_user",
+            Self::ProviderNotAllowed => "provider_not_allowed",
+            Self::NotFound => "not_found",
+            Self::Busy => "busy",
+            Self::Database(_) => "internal_error",
+        }
+    }
+
+    /// What callers may be told: never SQL, never a value.
+    pub fn public_detail(&self) -> &'static str {
+        match self {
+            Self::UnknownUser => "Your user account does not exist in this service's database; ask an administrator.",
+            Self::ProviderNotAllowed => {
+                "The database schema does not allow this provider; an operator must run the opt-in migration."
+            }
+            Self::NotFound => "Integration not found",
+            Self::Busy => "Another operation on this connection is in progress; try again shortly.",
+            Self::Database(_) => "internal error",
+        }
+    }
+}
+
 /// Result of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 

@@ -78,7 +78,7 @@ async fn another_users_integration_is_404_and_admins_see_it() {
     let stranger = app.user("stranger@example.com").await;
     let admin = app.admin("admin@example.com").await;
     let record = crate::store_fixtures::connect_record(owner.id, "google");
-    let integration = app.state.store.complete_connect(&record).await.unwrap();
+    let integration = app.state.vault.store.complete_connect(&record).await.unwrap();
     let path = format!("/api/v1/oauth/integrations/{}", integration.id);
 
     expect_problem(app.get(&path, Some(&stranger.token)).await, 404, "not_found").await;
@@ -125,8 +125,13 @@ async fn roles_can_come_from_the_host_applications_tables() {
         .execute(&pool)
         .await
         .unwrap();
-    let integration =
-        app.state.store.complete_connect(&crate::store_fixtures::connect_record(owner.id, "google")).await.unwrap();
+    let integration = app
+        .state
+        .vault
+        .store
+        .complete_connect(&crate::store_fixtures::connect_record(owner.id, "google"))
+        .await
+        .unwrap();
     let path = format!("/api/v1/oauth/integrations/{}", integration.id);
     assert_eq!(app.get(&path, Some(&admin.token)).await.status(), 200, "administrator per the tables");
     expect_problem(app.get(&path, Some(&premium.token)).await, 404, "not_found").await;
@@ -138,6 +143,7 @@ async fn a_roles_query_that_fails_stops_start_up() {
     let env = crate::support::TestConfig::new(&url).set("OAUTH_ROLES_SOURCE", "database").env;
     let config = oauth_manager::config::Config::load(&|name| env.get(name).cloned()).unwrap();
     let providers = oauth_manager::oauth::Providers::load(None, &|_| None).unwrap();
-    let error = oauth_manager::startup::build_state(config, providers).await.err().expect("start-up refuses");
+    let secrets = oauth_manager::startup::Secrets::resolve(&config).unwrap();
+    let error = oauth_manager::startup::build_state(config, providers, secrets).await.err().expect("start-up refuses");
     assert!(format!("{error:#}").contains("OAUTH_ROLES_QUERY"), "{error:#}");
 }

@@ -75,7 +75,7 @@ fn the_flow_cookie_follows_a_public_base_url_with_a_path() {
         env.iter().find(|(key, _)| *key == name).map(|(_, value)| value.to_string())
     })
     .unwrap();
-    assert_eq!(oauth_manager::oauth::flow::flow_cookie_path(&config), "/oam/api/v1/oauth/callback");
+    assert_eq!(oauth_manager::http::flow::flow_cookie_path(&config), "/oam/api/v1/oauth/callback");
     assert_eq!(config.callback_url(Some("google")), "https://apps.example.com/oam/api/v1/oauth/callback/google");
     std::fs::remove_dir_all(data_dir).ok();
 }

@@ -1,4 +1,4 @@
-//! `migrate` on the production schema changes nothing.
+//! `migrate` on the production schema changes nothing; the schema fixture is the contract's.
 
 use std::process::Command;
 
@@ -53,4 +53,18 @@ async fn migrate_leaves_the_existing_schema_byte_for_byte_identical() {
         ],
         "migrate adds only its own bookkeeping table"
     );
+}
+
+#[test]
+fn the_fixture_is_the_contracts_schema() {
+    // Beside a checkout that has the contract's folder, the copy must not drift from it; a clone
+    // with nothing beside it has only the fixture, and that is enough.
+    let contract = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/existing_schema.sql");
+    match std::fs::read_to_string(&contract) {
+        Ok(original) => assert_eq!(crate::support::EXISTING_SCHEMA, original, "tests/fixtures/existing_schema.sql"),
+        Err(_) => assert!(
+            crate::support::EXISTING_SCHEMA.contains("CREATE TABLE IF NOT EXISTS oauth_tokens"),
+            "the fixture is whole"
+        ),
+    }
 }

@@ -10,6 +10,8 @@ use jsonwebtoken::{EncodingKey, Header, encode};
 use oauth_manager::auth::Claims;
 use oauth_manager::config::Config;
 use oauth_manager::oauth::Providers;
+use oauth_manager::oauth::sandbox;
+use oauth_manager::startup::Secrets;
 use oauth_manager::state::AppState;
 use oauth_manager::store::{PgStore, SqliteStore, Store};
 use sqlx::{Connection, Executor, PgConnection};
@@ -18,8 +20,9 @@ use sqlx::{Connection, Executor, PgConnection};
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef";
 /// A service key every test app accepts.
 pub const SERVICE_KEY: &str = "test-service-key-0123456789";
-/// The host application's schema, as in production.
-pub const EXISTING_SCHEMA: &str = include_str!("../../../shared/existing_schema.sql");
+/// The host application's schema, as in production (a copy of the contract's
+/// `existing_schema.sql`; `schema::the_fixture_is_the_contracts_schema` keeps them equal).
+pub const EXISTING_SCHEMA: &str = include_str!("../fixtures/existing_schema.sql");
 
 fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -169,16 +172,17 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         settings.public_base_url = format!("http://{address}").parse().unwrap();
-        let (providers, emulators) = if sandbox {
-            let (providers, emulators) = oauth_manager::startup::sandbox(&settings, None).expect("sandbox builds");
-            (providers, Some(emulators))
-        } else {
-            (Providers::load(config.providers_toml.as_deref(), &lookup).expect("providers load"), None)
-        };
-        let state = oauth_manager::startup::build_state(settings, providers).await.expect("app state builds");
+        let mut providers = Providers::load(config.providers_toml.as_deref(), &lookup).expect("providers load");
+        let emulators = sandbox.then(|| {
+            let (router, bases) = sandbox::emulators(settings.public_base_url.as_str());
+            sandbox::point_at_emulators(&mut providers, &bases);
+            router
+        });
+        let secrets = Secrets::resolve(&settings).expect("test secrets are valid");
+        let state = oauth_manager::startup::build_state(settings, providers, secrets).await.expect("app state builds");
         let mut app = oauth_manager::http::router(state.clone());
         if let Some(emulators) = emulators {
-            app = app.nest(oauth_manager::startup::SANDBOX_PREFIX, emulators);
+            app = app.nest(sandbox::PREFIX, emulators);
         }
         tokio::spawn(async move {
             axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
@@ -193,7 +197,7 @@ impl TestApp {
 
     /// A user that exists in the `users` table, with a valid access token.
     pub async fn user(&self, email: &str) -> TestUser {
-        let id = self.state.store.create_user(email).await.unwrap();
+        let id = self.state.vault.store.create_user(email).await.unwrap();
         TestUser { id, email: email.to_owned(), token: user_token(id, email, &[]) }
     }
 

@@ -46,8 +46,8 @@ async fn a_custom_provider_is_refused_until_the_opt_in_migration_then_connects()
     let refused = problem(initiate().await, 400, "provider_not_allowed").await;
     assert!(refused["detail"].as_str().unwrap().contains("opt-in"), "{refused}");
 
-    app.state.store.allow_custom_providers().await.unwrap();
-    app.state.store.allow_custom_providers().await.expect("the opt-in is idempotent");
+    app.state.vault.store.allow_custom_providers().await.unwrap();
+    app.state.vault.store.allow_custom_providers().await.expect("the opt-in is idempotent");
     let initiated = initiate().await;
     let cookie = flow_cookie(&initiated).expect("initiate sets the flow cookie");
     let flow = json_body(initiated, 200).await;

@@ -95,7 +95,7 @@ async fn hand_outs_are_counted_in_aggregate_by_the_flusher(backend: Backend) {
     })
     .await;
     assert!(counted, "one api_call row carrying the 5 hand-outs");
-    let (usage, last_used) = h.app.state.store.token_usage(id as i32).await.unwrap().unwrap();
+    let (usage, last_used) = h.app.state.vault.store.token_usage(id as i32).await.unwrap().unwrap();
     assert_eq!(usage, 5);
     assert!(last_used.is_some());
 }

@@ -1,7 +1,7 @@
 //! The connect-flow harness: an app pointed at one emulator per provider flavor, a user, and
 //! the browser's steps (initiate, consent, callback) as plain HTTP calls.
 
-use oauth_manager::oauth::sandbox::{credential_env, emulator_config, providers_toml};
+use oauth_manager::oauth::sandbox::{credentials, emulator_config};
 use provider_emulators::{Flavor, RunningEmulator};
 use reqwest::Response;
 use serde_json::{Value, json};
@@ -191,10 +191,47 @@ fn app_config(
 ) -> TestConfig {
     let mut config = TestConfig::new(database_url);
     config.providers_toml = Some(providers_toml(&google.base_url, &microsoft.base_url, &notion.base_url));
-    for (name, value) in credential_env() {
-        config = config.set(name, value);
+    for (prefix, flavor) in [("GOOGLE", Flavor::Google), ("MICROSOFT", Flavor::Microsoft), ("NOTION", Flavor::Notion)] {
+        let (client_id, client_secret) = credentials(flavor);
+        config = config
+            .set(&format!("{prefix}_CLIENT_ID"), client_id)
+            .set(&format!("{prefix}_CLIENT_SECRET"), client_secret);
     }
     config
+}
+
+/// An operator providers file pointing the four built-ins at emulators at these base URLs, as an
+/// operator would write it (YouTube shares Google's emulator, as it shares Google's endpoints).
+fn providers_toml(google: &str, microsoft: &str, notion: &str) -> String {
+    let google_block = |name: &str| {
+        format!(
+            "[providers.{name}]\n\
+             authorization_url = \"{google}/authorize\"\n\
+             token_url = \"{google}/token\"\n\
+             revocation_url = \"{google}/revoke\"\n\
+             issuer = \"{google}\"\n"
+        )
+    };
+    format!(
+        "{google_provider}\
+         userinfo_url = \"{google}/userinfo\"\n\
+         jwks_uri = \"{google}/jwks\"\n\n\
+         {youtube_provider}\
+         identity = {{ url = \"{google}/youtube/v3/channels?part=snippet&mine=true\" }}\n\n\
+         [providers.microsoft]\n\
+         authorization_url = \"{microsoft}/{{tenant}}/oauth2/v2.0/authorize\"\n\
+         token_url = \"{microsoft}/{{tenant}}/oauth2/v2.0/token\"\n\
+         userinfo_url = \"{microsoft}/v1.0/me\"\n\
+         issuer = \"{microsoft}/{{tid}}/v2.0\"\n\
+         jwks_uri = \"{microsoft}/{{tenant}}/discovery/v2.0/keys\"\n\n\
+         [providers.notion]\n\
+         authorization_url = \"{notion}/v1/oauth/authorize\"\n\
+         token_url = \"{notion}/v1/oauth/token\"\n\
+         revocation_url = \"{notion}/v1/oauth/revoke\"\n\
+         userinfo_url = \"{notion}/v1/users/me\"\n",
+        google_provider = google_block("google"),
+        youtube_provider = google_block("youtube"),
+    )
 }
 
 /// Posts the consent form for `authorization_url` with `extra` fields; the 303's Location.

@@ -1,9 +1,16 @@
-//! The one error type at the HTTP boundary, rendered as RFC 9457 problem JSON.
+//! The one error type at the HTTP boundary, rendered as RFC 9457 problem JSON, and the one place
+//! that says how each domain error becomes it (status and stable code).
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+
+use crate::oauth::client::ProviderError;
+use crate::oauth::refresh::RefreshError;
+use crate::oauth::tokens::HandOutError;
+use crate::oauth::{FlowError, ProviderFailure};
+use crate::store::StoreError;
 
 /// Media type of every error body (RFC 9457 §3).
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -133,3 +140,76 @@ impl IntoResponse for ApiError {
 
 /// Result type of handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<StoreError> for ApiError {
+    /// Unknown users are the caller's problem, a busy database is worth a retry, the rest is ours.
+    fn from(error: StoreError) -> Self {
+        let (code, detail) = (error.code(), error.public_detail().to_owned());
+        match error {
+            StoreError::UnknownUser => Self::UnknownUser,
+            StoreError::ProviderNotAllowed => Self::BadRequest { code, detail },
+            StoreError::NotFound => Self::NotFound("Integration"),
+            StoreError::Busy => Self::Unavailable { code, detail },
+            StoreError::Database(error) => Self::Internal(error.into()),
+        }
+    }
+}
+
+impl From<ProviderFailure> for ApiError {
+    /// A refusal is the request's (400), an outage the provider's (502).
+    fn from(failure: ProviderFailure) -> Self {
+        let (code, detail) = (failure.code(), failure.to_string());
+        match failure.error {
+            ProviderError::Rejected { .. } => Self::BadRequest { code, detail },
+            ProviderError::Unavailable(_) => Self::BadGateway { code, detail },
+            ProviderError::NotConfigured => Self::Unavailable { code, detail },
+        }
+    }
+}
+
+impl From<FlowError> for ApiError {
+    fn from(error: FlowError) -> Self {
+        let (code, detail) = (error.code(), error.to_string());
+        match error {
+            FlowError::Provider(failure) => failure.into(),
+            FlowError::Store(error) => error.into(),
+            FlowError::Internal(error) => Self::Internal(error),
+            FlowError::ProviderNotConfigured(_) => Self::Unavailable { code, detail },
+            FlowError::IdentityUnavailable => Self::BadGateway { code, detail },
+            _ => Self::BadRequest { code, detail },
+        }
+    }
+}
+
+impl From<RefreshError> for ApiError {
+    /// A dead grant found by this refresh is 400 (the request asked for the impossible); one found
+    /// dead before, or a disconnected integration, is a 409 conflict with the resource's state.
+    fn from(error: RefreshError) -> Self {
+        let detail = error.to_string();
+        match error {
+            RefreshError::ProviderGone => Self::BadRequest { code: "unknown_provider", detail },
+            RefreshError::NoRefreshToken => Self::BadRequest { code: "no_refresh_token", detail },
+            RefreshError::Undecryptable | RefreshError::GrantRevoked(_) | RefreshError::MarkedForReauth(_) => {
+                Self::BadRequest { code: "needs_reauth", detail }
+            }
+            RefreshError::ProviderUnavailable(_) => Self::BadGateway { code: "provider_unavailable", detail },
+            RefreshError::NeedsReauth => Self::Conflict { code: "needs_reauth", detail },
+            RefreshError::Disconnected => Self::Conflict { code: "integration_revoked", detail },
+            RefreshError::TokenGone => Self::NotFound("Integration token"),
+            RefreshError::Store(error) => error.into(),
+            RefreshError::Internal(error) => Self::Internal(error),
+        }
+    }
+}
+
+impl From<HandOutError> for ApiError {
+    fn from(error: HandOutError) -> Self {
+        let detail = error.to_string();
+        match error {
+            HandOutError::NeedsReauth => Self::Conflict { code: "needs_reauth", detail },
+            HandOutError::Disconnected => Self::Conflict { code: "integration_revoked", detail },
+            HandOutError::Refresh(error) => error.into(),
+            HandOutError::Internal(error) => Self::Internal(error),
+        }
+    }
+}

@@ -1,48 +1,16 @@
-//! Axum extractors that turn credentials into a typed caller.
+//! Axum extractors that turn a request's credentials into a typed caller (`auth`).
 
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 
-use super::jwt::{Claims, Role};
+use super::error::ApiError;
+use crate::auth::{Caller, ServiceCaller, UserCaller};
 use crate::config::RolesSource;
-use crate::error::ApiError;
 use crate::state::AppState;
 
-/// An end user identified by the host application's JWT.
-#[derive(Clone, Debug)]
-pub struct UserCaller {
-    pub user_id: i32,
-    pub email: String,
-    pub is_admin: bool,
-}
-
-impl UserCaller {
-    fn from_claims(claims: Claims) -> Self {
-        Self { user_id: claims.user_id, is_admin: claims.has_role(Role::Administrator), email: claims.sub }
-    }
-
-    /// Whether this caller may act on a resource owned by `owner`.
-    pub fn may_access(&self, owner: i32) -> bool {
-        self.is_admin || self.user_id == owner
-    }
-}
-
-/// A backend authenticated with a service API key.
-#[derive(Clone, Copy, Debug)]
-pub struct ServiceCaller {
-    /// Position of the key in `OAUTH_SERVICE_API_KEYS` (for logs; never the key).
-    pub key_index: usize,
-}
-
-/// Either kind of caller (the token endpoints accept a user too when operators allow it).
-#[derive(Clone, Debug)]
-pub enum Caller {
-    User(UserCaller),
-    Service(ServiceCaller),
-}
-
+/// The token of an `Authorization: Bearer` header.
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
@@ -67,7 +35,7 @@ pub async fn user_from_parts(parts: &Parts, state: &AppState) -> Option<UserCall
     // The claim decides when present; otherwise the host's tables, when so configured.
     let from_tables = match &state.config.roles_source {
         RolesSource::Database { query } if claims.roles.is_empty() => {
-            state.roles.is_admin(state.store.as_ref(), query, claims.user_id).await
+            state.roles.is_admin(state.vault.store.as_ref(), query, claims.user_id).await
         }
         _ => false,
     };
@@ -88,7 +56,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        if let Some(key_index) = bearer(parts).and_then(|token| state.config.service_keys.find(token)) {
+        if let Some(key_index) = bearer(parts).and_then(|token| state.service_keys.find(token)) {
             return Ok(Self::Service(ServiceCaller { key_index }));
         }
         user_from_parts(parts, state).await.map(Self::User).ok_or(ApiError::Unauthenticated)

@@ -1,0 +1,114 @@
+//! Validated values from outside: the HTTP layer parses each once, where it arrives, and the
+//! flows trust the type.
+
+use std::fmt;
+
+use url::{Origin, Url};
+
+use super::error::FlowError;
+use super::providers::Provider;
+use crate::config::Config;
+
+/// A provider name as the registry and the provider columns accept it: 1-50 characters of
+/// `a-z`, `0-9`, `_` and `-` (`oauth_integrations.provider` is VARCHAR(50)).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ProviderName(String);
+
+impl ProviderName {
+    /// `raw` if it has the shape of a provider name.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let valid = !raw.is_empty()
+            && raw.len() <= 50
+            && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        valid.then(|| Self(raw.to_owned()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ProviderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A scope from a provider's catalogue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope(String);
+
+impl Scope {
+    /// The scopes a flow asks `provider` for: those `requested`, or the provider's defaults; each
+    /// must be in its catalogue (the first that is not is named).
+    pub fn requested(provider: &Provider, requested: Option<Vec<String>>) -> Result<Vec<Self>, FlowError> {
+        let requested = requested.unwrap_or_else(|| provider.default_scopes.clone());
+        requested
+            .into_iter()
+            .map(|scope| match provider.scope(&scope) {
+                Some(_) => Ok(Self(scope)),
+                None => Err(FlowError::UnknownScope { scope, provider: provider.display_name.clone() }),
+            })
+            .collect()
+    }
+
+    /// The catalogue's `required` scopes of `provider`.
+    pub fn required(provider: &Provider) -> impl Iterator<Item = Self> + '_ {
+        provider.scopes.iter().filter(|entry| entry.required).map(|entry| Self(entry.name.clone()))
+    }
+
+    /// The scope's name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The scope's name, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// One of this service's registered callback URLs, where a flow's authorization response goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallbackUrl(String);
+
+impl CallbackUrl {
+    /// The per-provider callback by default (RFC 9700 §4.4.2.2); a `requested` one must be
+    /// exactly a registered callback URL.
+    pub fn choose(config: &Config, provider: &Provider, requested: Option<String>) -> Result<Self, FlowError> {
+        match requested {
+            None => Ok(Self(config.callback_url(Some(&provider.name)))),
+            Some(uri) if uri == config.callback_url(None) || uri == config.callback_url(Some(&provider.name)) => {
+                Ok(Self(uri))
+            }
+            Some(_) => Err(FlowError::InvalidRedirectUri),
+        }
+    }
+
+    /// The URL.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Where the browser goes after the callback: an absolute URL under an allowed origin, without
+/// credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReturnTo(Url);
+
+impl ReturnTo {
+    /// `raw` if it is under one of the `allowed` origins.
+    pub fn parse(raw: &str, allowed: &[Origin]) -> Result<Self, FlowError> {
+        let url = Url::parse(raw).map_err(|_| FlowError::InvalidReturnTo)?;
+        if url.username() != "" || url.password().is_some() || !allowed.contains(&url.origin()) {
+            return Err(FlowError::InvalidReturnTo);
+        }
+        Ok(Self(url))
+    }
+
+    /// The URL.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}

@@ -1,0 +1,162 @@
+//! Wiring: check the secrets, build the state from the configuration, serve with the background
+//! tasks, shut down gracefully.
+
+mod secrets;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+
+pub use secrets::Secrets;
+
+use crate::auth::JwtVerifier;
+use crate::config::{Config, DatabaseKind};
+use crate::oauth::refresh::Refreshes;
+use crate::oauth::{Providers, Vault};
+use crate::state::AppState;
+use crate::store;
+
+/// Builds the application state: opens and migrates the database, checks the roles query, seeds
+/// the scope catalogues.
+pub async fn build_state(config: Config, providers: Providers, secrets: Secrets) -> anyhow::Result<AppState> {
+    let store = store::connect(config.database.url.expose_secret(), config.database.max_connections).await?;
+    store.migrate().await.context("running migrations")?;
+    if let crate::config::RolesSource::Database { query } = &config.roles_source {
+        // A wrong query must stop start-up, not silently make every administrator a user.
+        store
+            .user_roles(0, query)
+            .await
+            .map_err(|error| anyhow::anyhow!("OAUTH_ROLES_QUERY: the roles query fails on this database: {error}"))?;
+    }
+    for provider in providers.iter() {
+        if let Err(error) = store.seed_scopes(&provider.name, &provider.scopes).await {
+            // A provider beyond the four built-ins needs the schema's CHECK relaxed (opt-in).
+            tracing::warn!(provider = %provider.name, error = %error, "scope catalogue not stored");
+        }
+    }
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(config.provider_timeout())
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .user_agent(concat!("oauth-manager/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building the HTTP client")?;
+    let config = Arc::new(config);
+    let vault = Vault {
+        refreshes: Arc::new(Refreshes::new(config.database.max_connections)),
+        config: config.clone(),
+        store,
+        keys: Arc::new(secrets.keys),
+        providers: Arc::new(providers),
+        http,
+        jwks: Arc::default(),
+        usage: Arc::default(),
+    };
+    Ok(AppState {
+        config,
+        vault,
+        jwt: Arc::new(JwtVerifier::new(&secrets.jwt_secret)),
+        service_keys: Arc::new(secrets.service_keys),
+        roles: Arc::default(),
+    })
+}
+
+/// Warnings an operator must see at start-up.
+pub fn announce(config: &Config, secrets: &Secrets) {
+    if !secrets.generated.is_empty() {
+        tracing::warn!(
+            settings = ?secrets.generated,
+            file = %secrets.file.display(),
+            "DEVELOPMENT SECRETS IN USE: these settings were not set and were generated into a local file. \
+             Fine for trying oauth-manager on one machine; set them in the environment for anything else."
+        );
+    }
+    if config.database.kind == DatabaseKind::Sqlite {
+        tracing::info!("using the embedded SQLite database (set DATABASE_URL=postgres://… for production)");
+    }
+}
+
+/// Serves `state` on the configured address until SIGINT or SIGTERM, with the background tasks;
+/// on shutdown, requests in flight finish and pending usage counts are written. `sandbox` is the
+/// emulators' router, nested under `oauth::sandbox::PREFIX`.
+pub async fn serve(state: AppState, sandbox: Option<axum::Router>) -> anyhow::Result<()> {
+    let address = SocketAddr::new(state.config.host, state.config.port);
+    let listener = TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
+    tracing::info!(%address, "oauth-manager listening");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let tasks = spawn_background(&state, stopped);
+    let vault = state.vault.clone();
+    let mut app = crate::http::router(state);
+    if let Some(sandbox) = sandbox {
+        app = app.nest(crate::oauth::sandbox::PREFIX, sandbox);
+    }
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP");
+    // A refresh whose caller already went away runs detached; stopping it mid-call could lose a
+    // rotated refresh token.
+    if !vault.refreshes.wait_idle(vault.config.provider_timeout() * 2).await {
+        tracing::warn!("shutting down with refreshes still in flight");
+    }
+    let _ = stop.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    tracing::info!("shut down");
+    served
+}
+
+/// The usage flusher, the proactive refresher and the purge of expired states.
+pub fn spawn_background(
+    state: &AppState,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let vault = &state.vault;
+    let flusher =
+        tokio::spawn(crate::oauth::usage::run_flusher(vault.usage.clone(), vault.store.clone(), stopped.clone()));
+    let refresher = tokio::spawn(crate::oauth::refresher::run(vault.clone(), stopped.clone()));
+    let purge = tokio::spawn(purge_expired_states(vault.clone(), stopped));
+    vec![flusher, refresher, purge]
+}
+
+async fn purge_expired_states(vault: Vault, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    // Expired states are useless; keep a day of them for investigations.
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {},
+            _ = stopped.changed() => return,
+        }
+        let cutoff = chrono::Utc::now().naive_utc() - chrono::Duration::days(1);
+        match vault.store.delete_expired_states(cutoff).await {
+            Ok(deleted) if deleted > 0 => tracing::info!(deleted, "purged expired authorization states"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(error = %error, "could not purge expired states"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing requests in flight");
+}
