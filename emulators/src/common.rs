@@ -1,16 +1,11 @@
 //! Pieces every flavor shares: random values, PKCE, request parsing, client auth, faults.
 
-use axum::Json;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rand::Rng;
 use rand::distr::Alphanumeric;
-use serde_json::json;
 use sha2::{Digest, Sha256};
-
-use crate::handle::{EmulatorHandle, Fault};
 
 /// `len` random alphanumeric characters.
 pub(crate) fn random_string(len: usize) -> String {
@@ -156,31 +151,6 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<String> {
 fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
     let (given, rest) = value.split_once(' ')?;
     given.eq_ignore_ascii_case(scheme).then_some(rest)
-}
-
-/// Applies the injected fault: sleeps for `Slow`, or returns the response that replaces the real one.
-pub(crate) async fn injected_fault(handle: &EmulatorHandle) -> Option<Response> {
-    match handle.fault() {
-        Fault::None => None,
-        Fault::Slow(delay) => {
-            tokio::time::sleep(delay).await;
-            None
-        }
-        Fault::ServerError => {
-            let body = json!({
-                "error": "temporarily_unavailable",
-                "error_description": "The sandbox provider is simulating an outage.",
-            });
-            let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            Some(response)
-        }
-        Fault::Garbage => {
-            let html = "<html><head><title>502 Bad Gateway</title></head>\
-                        <body><h1>Bad Gateway</h1><p>sandbox proxy</p></body></html>";
-            Some((StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
-        }
-    }
 }
 
 #[cfg(test)]

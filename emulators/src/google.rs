@@ -9,8 +9,9 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::authorize;
-use crate::common::{BasicAuth, Params, basic_auth, basic_part_matches, injected_fault};
+use crate::common::{BasicAuth, Params, basic_auth, basic_part_matches};
 use crate::error::{OAuthError, no_store};
+use crate::handle::injected_fault;
 use crate::handle::{Counter, EmulatorHandle};
 use crate::id_token;
 use crate::identity::Person;

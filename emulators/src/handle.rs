@@ -4,8 +4,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use axum::http::HeaderMap;
+use axum::Json;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use serde_json::json;
 
 use crate::common::bearer_token;
 use crate::config::{EmulatorConfig, Endpoints, Flavor};
@@ -255,4 +258,29 @@ impl EmulatorHandle {
 /// Locks a mutex, ignoring poisoning: a panicking handler must not wedge the emulator.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Applies the injected fault: sleeps for `Slow`, or returns the response that replaces the real one.
+pub(crate) async fn injected_fault(handle: &EmulatorHandle) -> Option<Response> {
+    match handle.fault() {
+        Fault::None => None,
+        Fault::Slow(delay) => {
+            tokio::time::sleep(delay).await;
+            None
+        }
+        Fault::ServerError => {
+            let body = json!({
+                "error": "temporarily_unavailable",
+                "error_description": "The sandbox provider is simulating an outage.",
+            });
+            let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Some(response)
+        }
+        Fault::Garbage => {
+            let html = "<html><head><title>502 Bad Gateway</title></head>\
+                        <body><h1>Bad Gateway</h1><p>sandbox proxy</p></body></html>";
+            Some((StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
+        }
+    }
 }

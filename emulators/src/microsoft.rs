@@ -10,9 +10,10 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use crate::authorize;
-use crate::common::{BasicAuth, Params, basic_auth, injected_fault, random_uuid};
+use crate::common::{BasicAuth, Params, basic_auth, random_uuid};
 use crate::consent_page::error_page;
 use crate::error::{OAuthError, no_store};
+use crate::handle::injected_fault;
 use crate::handle::{Counter, EmulatorHandle};
 use crate::id_token;
 use crate::identity::Person;

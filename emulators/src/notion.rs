@@ -9,8 +9,9 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::authorize;
-use crate::common::{BasicAuth, basic_auth, basic_part_matches, has_content_type, injected_fault, random_uuid};
+use crate::common::{BasicAuth, basic_auth, basic_part_matches, has_content_type, random_uuid};
 use crate::error::{OAuthError, no_store};
+use crate::handle::injected_fault;
 use crate::handle::{Counter, EmulatorHandle};
 use crate::identity::Person;
 use crate::token::{self, Issued};

@@ -5,12 +5,10 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::common::{
-    Params, has_content_type, injected_fault, is_valid_verifier, pkce_s256, random_token, split_scopes,
-};
+use crate::common::{Params, has_content_type, is_valid_verifier, pkce_s256, random_token, split_scopes};
 use crate::config::Flavor;
 use crate::error::OAuthError;
-use crate::handle::{Counter, EmulatorHandle};
+use crate::handle::{Counter, EmulatorHandle, injected_fault};
 use crate::identity::Person;
 use crate::store::{CodeProblem, RefreshLookup};
 

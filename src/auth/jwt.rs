@@ -4,7 +4,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-/// The claims the host application puts in its access tokens (CONTRACT §2).
+/// The claims the host application puts in its access tokens (README: API, Callers).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Claims {
     /// `users.id` of the caller.

@@ -1,39 +1,12 @@
 //! Validated values from outside: the HTTP layer parses each once, where it arrives, and the
 //! flows trust the type.
 
-use std::fmt;
-
 use url::{Origin, Url};
 
 use super::error::FlowError;
 use super::providers::Provider;
+pub use super::providers::ProviderName;
 use crate::config::Config;
-
-/// A provider name as the registry and the provider columns accept it: 1-50 characters of
-/// `a-z`, `0-9`, `_` and `-` (`oauth_integrations.provider` is VARCHAR(50)).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ProviderName(String);
-
-impl ProviderName {
-    /// `raw` if it has the shape of a provider name.
-    pub fn parse(raw: &str) -> Option<Self> {
-        let valid = !raw.is_empty()
-            && raw.len() <= 50
-            && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        valid.then(|| Self(raw.to_owned()))
-    }
-
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ProviderName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// A scope from a provider's catalogue.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,15 +1,41 @@
 //! Providers are data: `config/providers.toml` (compiled in) merged with the operator's file.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::input::ProviderName;
 use crate::config::{ConfigError, merge_tables};
 use crate::store::ScopeEntry;
 
 const BUILT_IN: &str = include_str!("../../config/providers.toml");
+
+/// A provider name as the registry and the provider columns accept it: 1-50 characters of
+/// `a-z`, `0-9`, `_` and `-` (`oauth_integrations.provider` is VARCHAR(50)).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ProviderName(String);
+
+impl ProviderName {
+    /// `raw` if it has the shape of a provider name.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let valid = !raw.is_empty()
+            && raw.len() <= 50
+            && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        valid.then(|| Self(raw.to_owned()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ProviderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// How the client authenticates at the token endpoint (RFC 6749 §2.3.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

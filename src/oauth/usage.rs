@@ -1,5 +1,5 @@
-//! Token hand-outs counted in memory and written in aggregate by a background flusher (CONTRACT §1:
-//! never a synchronous write per hand-out).
+//! Token hand-outs counted in memory and written in aggregate by a background flusher: the hot
+//! path never waits for a write per hand-out (README: Storage and security).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

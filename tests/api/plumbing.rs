@@ -79,3 +79,41 @@ fn the_flow_cookie_follows_a_public_base_url_with_a_path() {
     assert_eq!(config.callback_url(Some("google")), "https://apps.example.com/oam/api/v1/oauth/callback/google");
     std::fs::remove_dir_all(data_dir).ok();
 }
+
+/// Every endpoint that reads integrations answers 503 `busy` (never a 500) when the database
+/// cannot give it the rows in time: here another session holds the table beyond the
+/// connections' `lock_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_database_is_503_busy_on_every_endpoint_that_reads_integrations() {
+    use sqlx::{Connection, Executor};
+
+    let url = crate::support::existing_schema_database().await;
+    let app = TestApp::spawn(crate::support::TestConfig::new(&format!("{url}?options[lock_timeout]=200ms"))).await;
+    let user = app.user("owner@example.com").await;
+    let record = crate::store_fixtures::connect_record(user.id, "google");
+    let id = app.state.vault.store.complete_connect(&record).await.unwrap().id;
+
+    let mut blocker = sqlx::PgConnection::connect(&url).await.unwrap();
+    blocker.execute("BEGIN; LOCK TABLE oauth_integrations IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let service = crate::support::SERVICE_KEY;
+    let requests = [
+        ("GET", "/api/v1/oauth/integrations".to_owned(), &user.token[..]),
+        ("GET", format!("/api/v1/oauth/integrations/{id}"), &user.token),
+        ("POST", format!("/api/v1/oauth/integrations/{id}/refresh"), &user.token),
+        ("DELETE", format!("/api/v1/oauth/integrations/{id}"), &user.token),
+        ("POST", "/api/v1/oauth/integrations/sync".to_owned(), &user.token),
+        ("GET", "/api/v1/oauth/status".to_owned(), &user.token),
+        ("GET", "/api/v1/oauth/consents".to_owned(), &user.token),
+        ("GET", format!("/api/v1/oauth/integrations/{id}/token"), service),
+        ("GET", format!("/api/v1/oauth/users/{}/integrations/google/token", user.id), service),
+    ];
+    for (method, path, token) in requests {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = app.client.request(method.clone(), app.url(&path)).bearer_auth(token).send().await.unwrap();
+        let body = expect_problem(response, 503, "busy").await;
+        assert!(body["detail"].as_str().unwrap().contains("try again"), "{method} {path}: {body}");
+    }
+    blocker.execute("ROLLBACK").await.unwrap();
+    let response = app.get("/api/v1/oauth/integrations", Some(&user.token)).await;
+    assert_eq!(response.status(), 200, "served again once the lock is gone");
+}

@@ -19,8 +19,8 @@ async fn concurrent_hand_outs_across_two_apps_share_one_refresh() {
     assert_eq!(h.google.handle.counters().refreshes, 0);
 
     // The stored token expires: every caller needs a fresh one, and whichever app's caller gets
-    // the lock first refreshes; everybody else, in either app, must share its result (CONTRACT
-    // §3, concurrency rule), including callers that arrive after the refresh has committed.
+    // the lock first refreshes; everybody else, in either app, must share its result (README: Refresh
+    // concurrency), including callers that arrive after the refresh has committed.
     expire_stored_token(&h, id).await;
     let path = format!("{API}/integrations/{id}/token?min_ttl=60");
     let urls = [h.app.url(&path), second.url(&path)];

@@ -51,7 +51,7 @@ async fn token_endpoints_refuse_user_jwts(backend: Backend) {
     let by_owner = format!("{API}/users/{}/integrations/google/token?min_ttl=60", h.user.id);
 
     for path in [&by_id, &by_owner] {
-        // Not even the owner's browser gets the raw token (CONTRACT §2).
+        // Not even the owner's browser gets the raw token (README: API, Callers).
         problem(h.app.get(path, Some(&h.user.token)).await, 403, "forbidden").await;
         problem(h.app.get(path, Some(&stranger.token)).await, 403, "forbidden").await;
         problem(h.app.get(path, None).await, 401, "authentication_required").await;
