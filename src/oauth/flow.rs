@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
 use secrecy::ExposeSecret;
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use url::Url;
 
@@ -24,6 +24,24 @@ use crate::store::{AuditAction, AuditEntry, ClientInfo, ConnectRecord, Integrati
 
 /// Version recorded with every consent row.
 pub const CONSENT_VERSION: &str = "1.0";
+
+/// What a flow keeps with its state (`oauth_state.state_metadata`).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct FlowMetadata {
+    /// The OpenID Connect nonce the ID token must carry.
+    nonce: Option<String>,
+    /// Where the browser goes after the callback.
+    return_to: Option<String>,
+    /// SHA-256 hex of the flow cookie's value (RFC 9700 §4.7).
+    browser_binding: Option<String>,
+}
+
+impl FlowMetadata {
+    /// The metadata of `record`; a state written without it (or by another writer) has none.
+    fn of(record: &StateRecord) -> Self {
+        serde_json::from_value(record.metadata.clone()).unwrap_or_default()
+    }
+}
 
 /// A validated request to connect an account.
 #[derive(Debug)]
@@ -78,11 +96,12 @@ pub async fn initiate(vault: &Vault, user_id: i32, authorization: Authorization<
         redirect_uri: redirect_uri.as_str().to_owned(),
         code_verifier,
         code_challenge: code_challenge.clone(),
-        metadata: json!({
-            "nonce": nonce,
-            "return_to": return_to.as_ref().map(ReturnTo::as_str),
-            "browser_binding": sha256_hex(browser_binding.as_bytes()),
-        }),
+        metadata: serde_json::to_value(FlowMetadata {
+            nonce: nonce.clone(),
+            return_to: return_to.as_ref().map(|target| target.as_str().to_owned()),
+            browser_binding: Some(sha256_hex(browser_binding.as_bytes())),
+        })
+        .map_err(anyhow::Error::from)?,
         created_at: now.naive_utc(),
         expires_at: expires_at.naive_utc(),
     };
@@ -192,18 +211,19 @@ pub async fn callback(
         .await
         .map_err(FlowError::from)?
         .ok_or(FlowError::UnknownState)?;
-    let return_to = record.metadata.get("return_to").and_then(Value::as_str).map(str::to_owned);
+    let metadata = FlowMetadata::of(&record);
+    let return_to = metadata.return_to.clone();
     let fail = |error: FlowError| CallbackFailure { error, return_to: return_to.clone(), state_spent: false };
     let now = Utc::now().naive_utc();
 
     // Checks that refuse without changing anything: the legitimate user can still finish.
-    let provider = check_state(vault, &record, &response, path_provider, &browser).map_err(fail)?;
+    let provider = check_state(vault, &record, &metadata, &response, path_provider, &browser).map_err(fail)?;
 
     // From here the state is spent (RFC 9700 §2.1.1: single use), whatever happens next.
     if !vault.store.consume_state(record.id, now).await.map_err(|error| fail(error.into()))? {
         return Err(fail(FlowError::StateUsed));
     }
-    match complete(vault, provider, &record, &response, &client, started).await {
+    match complete(vault, provider, &record, &metadata, &response, &client, started).await {
         Ok(integration) => Ok(Connected { integration, return_to }),
         Err(error) => {
             let entry = failed_connect_entry(&record, &client, &error, started);
@@ -219,6 +239,7 @@ pub async fn callback(
 fn check_state<'v>(
     vault: &'v Vault,
     record: &StateRecord,
+    metadata: &FlowMetadata,
     response: &AuthorizationResponse,
     path_provider: Option<&str>,
     browser: &Browser,
@@ -241,8 +262,8 @@ fn check_state<'v>(
     }
     // RFC 9700 §4.7: only the browser that started the flow may finish it, or else an attacker
     // could send a victim their own authorization URL and collect the victim's account.
-    let cookie_matches = match (record.metadata.get("browser_binding").and_then(Value::as_str), &browser.flow_cookie) {
-        (Some(expected), Some(presented)) => sha256_hex(presented.as_bytes()) == expected,
+    let cookie_matches = match (&metadata.browser_binding, &browser.flow_cookie) {
+        (Some(expected), Some(presented)) => sha256_hex(presented.as_bytes()) == *expected,
         _ => false,
     };
     if vault.config.browser_binding && !cookie_matches && browser.user_id != Some(record.user_id) {
@@ -281,6 +302,7 @@ async fn complete(
     vault: &Vault,
     provider: &Provider,
     record: &StateRecord,
+    metadata: &FlowMetadata,
     response: &AuthorizationResponse,
     client: &ClientInfo,
     started: Instant,
@@ -298,7 +320,7 @@ async fn complete(
     }
     let code = response.code.as_deref().filter(|code| !code.is_empty()).ok_or(FlowError::MissingCode)?;
     let tokens = exchange(vault, provider, record, code).await?;
-    let account = account(vault, provider, record, &tokens).await?;
+    let account = account(vault, provider, metadata.nonce.as_deref(), &tokens).await?;
 
     let granted = match &tokens.scope {
         Some(scope) => split_scopes(scope),
@@ -358,10 +380,9 @@ async fn exchange(
 async fn account(
     vault: &Vault,
     provider: &Provider,
-    record: &StateRecord,
+    nonce: Option<&str>,
     tokens: &TokenResponse,
 ) -> Result<Account, FlowError> {
-    let nonce = record.metadata.get("nonce").and_then(Value::as_str);
     let id_claims = match (&tokens.id_token, provider.is_oidc()) {
         (Some(id_token), true) => Some(
             vault
