@@ -93,6 +93,7 @@ struct FileSettings {
     http: HttpSettings,
     flow: FlowSettings,
     refresh: RefreshSettings,
+    limits: LimitSettings,
 }
 
 /// Limits of the HTTP server and of the provider client.
@@ -102,6 +103,16 @@ pub struct HttpSettings {
     pub request_timeout_seconds: u64,
     pub body_limit_bytes: usize,
     pub provider_timeout_seconds: u64,
+    /// Open connections at most; one more is answered 503 `overloaded`.
+    pub max_connections: usize,
+    /// A client has this long to send a request's headers.
+    pub header_read_timeout_seconds: u64,
+    /// Longest request target (path and query) answered; longer is 414 `uri_too_long`.
+    pub max_uri_bytes: usize,
+    /// Most header bytes a request may carry; more is 431 `headers_too_large`.
+    pub max_header_bytes: usize,
+    /// The server's read buffer; a request head beyond it is refused by hyper itself.
+    pub max_buffer_bytes: usize,
 }
 
 /// Settings of the authorization flow.
@@ -109,6 +120,24 @@ pub struct HttpSettings {
 #[serde(deny_unknown_fields)]
 pub struct FlowSettings {
     pub state_ttl_seconds: u64,
+    /// How often expired states are purged.
+    pub purge_interval_seconds: u64,
+    /// How long an expired state is kept, so a late callback still hears `state_expired`.
+    pub keep_expired_seconds: u64,
+}
+
+/// What one client may ask for (0 turns a rate limit off).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    pub initiate_per_user_per_minute: u32,
+    /// Per client address as the service sees it (behind a proxy: the proxy's).
+    pub initiate_per_address_per_minute: u32,
+    pub callback_per_address_per_minute: u32,
+    /// Unfinished, unexpired flows a user may have open at once.
+    pub open_flows_per_user: u32,
+    /// Longest `return_to` stored with a flow.
+    pub return_to_max_bytes: usize,
 }
 
 /// Settings of the background refresher.
@@ -190,6 +219,7 @@ pub struct Config {
     pub http: HttpSettings,
     pub flow: FlowSettings,
     pub refresh: RefreshSettings,
+    pub limits: LimitSettings,
 }
 
 impl Config {
@@ -250,6 +280,7 @@ impl Config {
             http: file.http,
             flow: file.flow,
             refresh: file.refresh,
+            limits: file.limits,
         })
     }
 

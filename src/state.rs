@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::auth::{JwtVerifier, RoleDirectory, ServiceKeys};
 use crate::config::Config;
+use crate::http::limits::RateLimits;
 use crate::oauth::Vault;
 
 /// Shared, cheaply cloned application state.
@@ -18,4 +19,6 @@ pub struct AppState {
     pub service_keys: Arc<ServiceKeys>,
     /// Administrator flags read from the host application's tables (`OAUTH_ROLES_SOURCE=database`).
     pub roles: Arc<RoleDirectory>,
+    /// How fast one client may start and finish flows.
+    pub limits: Arc<RateLimits>,
 }

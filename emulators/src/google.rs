@@ -11,8 +11,7 @@ use serde_json::{Value, json};
 use crate::authorize;
 use crate::common::{BasicAuth, Params, basic_auth, basic_part_matches};
 use crate::error::{OAuthError, no_store};
-use crate::handle::injected_fault;
-use crate::handle::{Counter, EmulatorHandle};
+use crate::handle::{Counter, EmulatorHandle, injected_fault};
 use crate::id_token;
 use crate::identity::Person;
 use crate::token::{self, Issued};
@@ -102,7 +101,7 @@ fn token_response(h: &EmulatorHandle, issued: &Issued) -> Response {
     let mut body = json!({
         "access_token": issued.access_token,
         "expires_in": issued.expires_in,
-        "token_type": "Bearer",
+        "token_type": h.token_type("Bearer"),
         "scope": issued.scope(),
     });
     if let Some(refresh_token) = &issued.refresh_token {
@@ -116,7 +115,8 @@ fn token_response(h: &EmulatorHandle, issued: &Issued) -> Response {
 
 fn id_token(h: &EmulatorHandle, issued: &Issued) -> String {
     let person = &issued.person;
-    let mut claims = id_token::standard_claims(h, h.base_url(), &person.google_sub(), issued.nonce.as_deref());
+    let issuer = h.next_google_id_token_issuer();
+    let mut claims = id_token::standard_claims(h, &issuer, &person.google_sub(), issued.nonce.as_deref());
     claims.insert("azp".into(), json!(h.config().client_id));
     if let Value::Object(profile) = profile_claims(person, &issued.scopes) {
         claims.extend(profile);
@@ -260,6 +260,7 @@ fn unauthorized(body: Value) -> Response {
 }
 
 async fn jwks(State(h): State<EmulatorHandle>) -> Response {
+    h.count(Counter::JwksFetch);
     let body = h.keys().jwks();
     // Like Google, let clients cache the key set; a new kid must make them fetch it again.
     ([(header::CACHE_CONTROL, "public, max-age=300")], Json(body)).into_response()

@@ -30,6 +30,8 @@ pub struct Counters {
     pub revocations: u64,
     /// Calls to the identity endpoints (userinfo, Graph `/me`, Notion `/users/me`, YouTube channels).
     pub userinfo_calls: u64,
+    /// Fetches of the JWKS.
+    pub jwks_fetches: u64,
 }
 
 /// A failure injected into the token, revocation and identity endpoints.
@@ -60,6 +62,16 @@ pub enum IdTokenFault {
     WrongIssuer,
     /// `nonce` differs from the one sent at authorization.
     WrongNonce,
+    /// `aud` names this client and another, and `azp` is the other (a token minted for someone else).
+    ForeignAuthorizedParty,
+    /// `iss` is an array holding the right issuer.
+    IssuerArray,
+    /// `nbf` an hour in the future.
+    NotYetValid,
+    /// `iat` an hour in the future.
+    IssuedInTheFuture,
+    /// Unsigned: `alg: none` and no signature.
+    Unsigned,
 }
 
 /// Shared, cloneable handle to one emulator's state: counters and fault switches.
@@ -77,6 +89,8 @@ struct Shared {
     keys: Mutex<KeyRing>,
     // Generated on first use: most emulators never need a key outside their JWKS.
     stray_key: OnceLock<SigningKey>,
+    /// ID tokens issued so far (Google alternates the two issuer forms it documents).
+    id_tokens_issued: AtomicU64,
 }
 
 #[derive(Default)]
@@ -87,6 +101,7 @@ struct AtomicCounters {
     failed_token_requests: AtomicU64,
     revocations: AtomicU64,
     userinfo_calls: AtomicU64,
+    jwks_fetches: AtomicU64,
 }
 
 /// The switches a test flips; read by handlers on every request.
@@ -94,6 +109,7 @@ struct Controls {
     fault: Fault,
     id_token_fault: IdTokenFault,
     refresh_error: Option<String>,
+    token_type: Option<String>,
 }
 
 /// One of the counters, named for the handlers that bump them.
@@ -105,6 +121,7 @@ pub(crate) enum Counter {
     FailedTokenRequest,
     Revocation,
     UserinfoCall,
+    JwksFetch,
 }
 
 impl EmulatorHandle {
@@ -118,9 +135,11 @@ impl EmulatorHandle {
                 fault: Fault::None,
                 id_token_fault: IdTokenFault::None,
                 refresh_error: None,
+                token_type: None,
             }),
             keys: Mutex::new(KeyRing::new(SigningKey::generate())),
             stray_key: OnceLock::new(),
+            id_tokens_issued: AtomicU64::new(0),
         };
         Self { shared: Arc::new(shared) }
     }
@@ -135,6 +154,7 @@ impl EmulatorHandle {
             failed_token_requests: c.failed_token_requests.load(Ordering::SeqCst),
             revocations: c.revocations.load(Ordering::SeqCst),
             userinfo_calls: c.userinfo_calls.load(Ordering::SeqCst),
+            jwks_fetches: c.jwks_fetches.load(Ordering::SeqCst),
         }
     }
 
@@ -164,6 +184,16 @@ impl EmulatorHandle {
         self.controls().refresh_error = error;
     }
 
+    /// Make token answers carry this `token_type` (a provider's odd one); `None` heals.
+    pub fn set_token_type(&self, token_type: Option<String>) {
+        self.controls().token_type = token_type;
+    }
+
+    /// The `token_type` of token answers: the override, or the flavor's own.
+    pub(crate) fn token_type(&self, own: &str) -> String {
+        self.controls().token_type.clone().unwrap_or_else(|| own.to_owned())
+    }
+
     /// Start signing with a new key under a new `kid`; the JWKS keeps serving the old one too.
     pub fn rotate_signing_key(&self) {
         // Generate outside the lock: RSA key generation takes a noticeable moment.
@@ -174,6 +204,12 @@ impl EmulatorHandle {
     /// Whether `token` is an access token the identity endpoints would accept now.
     pub fn is_access_token_live(&self, token: &str) -> bool {
         self.store().live_access_token(token, Utc::now()).is_some()
+    }
+
+    /// How many grants are alive (issued and not revoked): what a user would see as apps with
+    /// access in their account settings.
+    pub fn live_grants(&self) -> usize {
+        self.store().live_grants()
     }
 
     /// Whether `token` is a refresh token the token endpoint would accept now.
@@ -194,6 +230,18 @@ impl EmulatorHandle {
     /// The absolute URLs of this emulator's endpoints.
     pub fn endpoints(&self) -> Endpoints {
         self.shared.config.endpoints(&self.shared.base_url)
+    }
+
+    /// The `iss` of the next Google ID token. Google documents that its ID tokens carry either
+    /// `https://accounts.google.com` or `accounts.google.com`; the emulator alternates between its
+    /// issuer URL and the same without the scheme, so clients must accept both.
+    pub(crate) fn next_google_id_token_issuer(&self) -> String {
+        let issued = self.shared.id_tokens_issued.fetch_add(1, Ordering::Relaxed);
+        let issuer = self.base_url().to_owned();
+        match issued % 2 {
+            0 => issuer,
+            _ => issuer.split_once("://").map_or(issuer.clone(), |(_, bare)| bare.to_owned()),
+        }
     }
 
     /// The ID-token issuer, also sent as `iss` in authorization responses (RFC 9207).
@@ -222,6 +270,7 @@ impl EmulatorHandle {
             Counter::FailedTokenRequest => &c.failed_token_requests,
             Counter::Revocation => &c.revocations,
             Counter::UserinfoCall => &c.userinfo_calls,
+            Counter::JwksFetch => &c.jwks_fetches,
         };
         atomic.fetch_add(1, Ordering::SeqCst);
     }

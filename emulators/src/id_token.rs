@@ -1,5 +1,7 @@
 //! Minting OpenID Connect ID tokens, with the defects a test can inject.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{TimeDelta, Utc};
 use serde_json::{Map, Value, json};
 
@@ -49,8 +51,29 @@ pub(crate) fn sign(handle: &EmulatorHandle, mut claims: Map<String, Value>) -> S
         IdTokenFault::WrongNonce => {
             claims.insert("nonce".into(), json!(random_string(32)));
         }
+        IdTokenFault::ForeignAuthorizedParty => {
+            let other = format!("other-{}", handle.config().client_id);
+            claims.insert("aud".into(), json!([handle.config().client_id, other]));
+            claims.insert("azp".into(), json!(other));
+        }
+        IdTokenFault::IssuerArray => {
+            let issuer = claims.get("iss").cloned().unwrap_or_default();
+            claims.insert("iss".into(), json!([issuer]));
+        }
+        IdTokenFault::NotYetValid => {
+            claims.insert("nbf".into(), json!((now + TimeDelta::hours(1)).timestamp()));
+        }
+        IdTokenFault::IssuedInTheFuture => {
+            claims.insert("iat".into(), json!((now + TimeDelta::hours(1)).timestamp()));
+        }
+        IdTokenFault::Unsigned => {}
     }
     let claims = Value::Object(claims);
+    if let IdTokenFault::Unsigned = fault {
+        let encode = |value: &Value| URL_SAFE_NO_PAD.encode(value.to_string());
+        let header = json!({"alg": "none", "typ": "JWT", "kid": handle.keys().current().kid()});
+        return format!("{}.{}.", encode(&header), encode(&claims));
+    }
     if let IdTokenFault::WrongKey = fault {
         // Same kid as the real key, so only a signature check catches it.
         let kid = handle.keys().current().kid().to_owned();

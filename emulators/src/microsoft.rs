@@ -13,8 +13,7 @@ use crate::authorize;
 use crate::common::{BasicAuth, Params, basic_auth, random_uuid};
 use crate::consent_page::error_page;
 use crate::error::{OAuthError, no_store};
-use crate::handle::injected_fault;
-use crate::handle::{Counter, EmulatorHandle};
+use crate::handle::{Counter, EmulatorHandle, injected_fault};
 use crate::id_token;
 use crate::identity::Person;
 use crate::token::{self, Issued};
@@ -129,7 +128,7 @@ fn authenticate_client(h: &EmulatorHandle, headers: &HeaderMap, params: &Params)
 
 fn token_response(h: &EmulatorHandle, issued: &Issued) -> Response {
     let mut body = json!({
-        "token_type": "Bearer",
+        "token_type": h.token_type("Bearer"),
         "scope": issued.scope(),
         "expires_in": issued.expires_in,
         "ext_expires_in": issued.expires_in,
@@ -206,6 +205,7 @@ async fn jwks(State(h): State<EmulatorHandle>, Path(tenant): Path<String>) -> Re
         let message = unknown_tenant_message(&tenant);
         return OAuthError::bad_request("invalid_tenant", 90002, &message).render(h.flavor());
     }
+    h.count(Counter::JwksFetch);
     let body = h.keys().jwks();
     Json(body).into_response()
 }

@@ -11,8 +11,7 @@ use serde_json::{Value, json};
 use crate::authorize;
 use crate::common::{BasicAuth, basic_auth, basic_part_matches, has_content_type, random_uuid};
 use crate::error::{OAuthError, no_store};
-use crate::handle::injected_fault;
-use crate::handle::{Counter, EmulatorHandle};
+use crate::handle::{Counter, EmulatorHandle, injected_fault};
 use crate::identity::Person;
 use crate::token::{self, Issued};
 
@@ -89,7 +88,7 @@ fn token_response(h: &EmulatorHandle, issued: &Issued) -> Response {
     // No expires_in and no scope: Notion tokens do not expire and Notion has no scopes.
     no_store(Json(json!({
         "access_token": issued.access_token,
-        "token_type": "bearer",
+        "token_type": h.token_type("bearer"),
         "refresh_token": issued.refresh_token,
         "bot_id": person.notion_bot_id(&h.config().client_id),
         "workspace_id": person.notion_workspace_id(),

@@ -169,6 +169,11 @@ impl Store {
         self.live_access_token(token, now).or_else(|| self.live_refresh_token(token))
     }
 
+    /// How many grants are not revoked.
+    pub(crate) fn live_grants(&self) -> usize {
+        self.grants.iter().filter(|grant| grant.live).count()
+    }
+
     pub(crate) fn revoke_grant(&mut self, grant: GrantId) {
         self.grants[grant].live = false;
     }

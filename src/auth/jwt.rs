@@ -47,6 +47,7 @@ impl JwtVerifier {
         // Only HS256: `alg: none` and algorithm substitution are refused by the allow-list.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp"]);
+        validation.validate_nbf = true;
         validation.leeway = 5;
         validation.validate_aud = false;
         Self { key: DecodingKey::from_secret(secret.expose_secret().as_bytes()), validation }

@@ -24,8 +24,10 @@ const KEY_ID_MAX_LEN: usize = 16;
 pub enum KeyRingError {
     #[error("no key given")]
     Empty,
-    #[error("key id {0:?} must be 1-16 characters of A-Z, a-z, 0-9, '_' or '-'")]
-    BadKeyId(String),
+    /// The entry's id is malformed; it is not echoed, since a reversed `key:id` entry would put
+    /// the key in its place.
+    #[error("entry {0}: the key id must be 1-16 characters of A-Z, a-z, 0-9, '_' or '-' (write id:key)")]
+    BadKeyId(usize),
     #[error("key {0:?} is not 32 bytes in base64 or 64 hex digits")]
     BadKey(String),
     #[error("key id {0:?} appears twice")]
@@ -73,13 +75,13 @@ impl KeyRing {
             let (id, material) = match entry.split_once(':') {
                 Some((id, material)) => (id.trim(), material.trim()),
                 None if position == 0 && !spec.contains(',') => ("k1", entry),
-                None => return Err(KeyRingError::BadKeyId(String::new())),
+                None => return Err(KeyRingError::BadKeyId(position + 1)),
             };
             if id.is_empty()
                 || id.len() > KEY_ID_MAX_LEN
                 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             {
-                return Err(KeyRingError::BadKeyId(id.to_owned()));
+                return Err(KeyRingError::BadKeyId(position + 1));
             }
             if keys.iter().any(|key: &RingKey| key.id == id) {
                 return Err(KeyRingError::DuplicateKeyId(id.to_owned()));
@@ -243,7 +245,15 @@ mod tests {
         assert_eq!(parse(&"ab".repeat(32)), Ok(()));
         let key = KeyRing::generate_key();
         assert_eq!(parse(&format!("a:{key},a:{key}")), Err(KeyRingError::DuplicateKeyId("a".into())));
-        assert_eq!(parse(&format!("bad id:{key}")), Err(KeyRingError::BadKeyId("bad id".into())));
+        assert_eq!(parse(&format!("bad id:{key}")), Err(KeyRingError::BadKeyId(1)));
+    }
+
+    #[test]
+    fn a_reversed_entry_does_not_echo_the_key() {
+        let key = KeyRing::generate_key();
+        let error = KeyRing::parse(&SecretString::from(format!("{key}:k1"))).err().unwrap();
+        assert_eq!(error, KeyRingError::BadKeyId(1));
+        assert!(!error.to_string().contains(&key), "{error}");
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub enum ApiError {
     /// A valid caller that may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// A change authenticated by cookie that another site's page sent (CSRF).
+    #[error(
+        "A request authenticated by cookie must come from this service's pages or an allowed origin; \
+         send the access token as a Bearer header instead."
+    )]
+    CrossSite,
     /// A valid JWT whose `user_id` has no row in the host application's `users` table.
     #[error("Your user account does not exist in this service's database; ask an administrator.")]
     UnknownUser,
@@ -45,6 +51,15 @@ pub enum ApiError {
     /// The provider answered badly or not at all.
     #[error("{detail}")]
     BadGateway { code: &'static str, detail: String },
+    /// Too many requests of this kind from this caller: retry after the wait.
+    #[error("{detail}")]
+    RateLimited { code: &'static str, detail: String, retry_after: std::time::Duration },
+    /// The request target is longer than the service reads.
+    #[error("The request's path and query may have at most {max} bytes.")]
+    UriTooLong { max: usize },
+    /// The request's headers are larger than the service reads.
+    #[error("The request's headers may have at most {max} bytes.")]
+    HeadersTooLarge { max: usize },
     /// Anything else: logged, never shown.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
@@ -60,12 +75,15 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) | Self::UnknownUser => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::UnknownUser | Self::CrossSite => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -75,12 +93,16 @@ impl ApiError {
         match self {
             Self::Unauthenticated => "authentication_required",
             Self::Forbidden(_) => "forbidden",
+            Self::CrossSite => "cross_site_request",
             Self::UnknownUser => "unknown_user",
             Self::NotFound(_) => "not_found",
             Self::BadRequest { code, .. }
             | Self::Conflict { code, .. }
             | Self::Unavailable { code, .. }
-            | Self::BadGateway { code, .. } => code,
+            | Self::BadGateway { code, .. }
+            | Self::RateLimited { code, .. } => code,
+            Self::UriTooLong { .. } => "uri_too_long",
+            Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -131,8 +153,16 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mut response = Problem::new(status, self.code(), detail).into_response();
-        if matches!(self, Self::Unauthenticated) {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        match &self {
+            Self::Unauthenticated => {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            // RFC 6585 §4: when to try again, in whole seconds.
+            Self::RateLimited { retry_after, .. } => {
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            }
+            _ => {}
         }
         response
     }
@@ -175,6 +205,7 @@ impl From<FlowError> for ApiError {
             FlowError::Store(error) => error.into(),
             FlowError::Internal(error) => Self::Internal(error),
             FlowError::ProviderNotConfigured(_) => Self::Unavailable { code, detail },
+            FlowError::TooManyOpenFlows { retry_after, .. } => Self::RateLimited { code, detail, retry_after },
             FlowError::IdentityUnavailable => Self::BadGateway { code, detail },
             _ => Self::BadRequest { code, detail },
         }
@@ -189,9 +220,11 @@ impl From<RefreshError> for ApiError {
         match error {
             RefreshError::ProviderGone => Self::BadRequest { code: "unknown_provider", detail },
             RefreshError::NoRefreshToken => Self::BadRequest { code: "no_refresh_token", detail },
-            RefreshError::Undecryptable | RefreshError::GrantRevoked(_) | RefreshError::MarkedForReauth(_) => {
+            RefreshError::GrantRevoked(_) | RefreshError::MarkedForReauth(_) => {
                 Self::BadRequest { code: "needs_reauth", detail }
             }
+            // The operator's problem: logged with its cause, answered as an opaque 500.
+            RefreshError::Undecryptable { .. } => Self::Internal(anyhow::anyhow!(detail)),
             RefreshError::ProviderUnavailable(_) => Self::BadGateway { code: "provider_unavailable", detail },
             RefreshError::NeedsReauth => Self::Conflict { code: "needs_reauth", detail },
             RefreshError::Disconnected => Self::Conflict { code: "integration_revoked", detail },

@@ -1,9 +1,10 @@
 //! Axum extractors that turn a request's credentials into a typed caller (`auth`).
 
 use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
-use axum::http::header::{AUTHORIZATION, COOKIE};
+use axum::http::header::{AUTHORIZATION, COOKIE, ORIGIN};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method};
+use url::Url;
 
 use super::error::ApiError;
 use crate::auth::{Caller, ServiceCaller, UserCaller};
@@ -30,7 +31,15 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// The user of a request, from `Authorization: Bearer <jwt>` or the `access_token` cookie.
 pub async fn user_from_parts(parts: &Parts, state: &AppState) -> Option<UserCaller> {
-    let token = bearer(parts).or_else(|| cookie(&parts.headers, "access_token"))?;
+    user_and_how(parts, state).await.map(|(user, _)| user)
+}
+
+/// The user of a request and whether the browser sent the credential on its own (a cookie).
+async fn user_and_how(parts: &Parts, state: &AppState) -> Option<(UserCaller, bool)> {
+    let (token, by_cookie) = match bearer(parts) {
+        Some(token) => (token, false),
+        None => (cookie(&parts.headers, "access_token")?, true),
+    };
     let claims = state.jwt.verify(token)?;
     // The claim decides when present; otherwise the host's tables, when so configured.
     let from_tables = match &state.config.roles_source {
@@ -41,14 +50,38 @@ pub async fn user_from_parts(parts: &Parts, state: &AppState) -> Option<UserCall
     };
     let mut caller = UserCaller::from_claims(claims);
     caller.is_admin |= from_tables;
-    Some(caller)
+    Some((caller, by_cookie))
+}
+
+/// Whether a request that changes something, authenticated by a cookie the browser attaches on
+/// its own, comes from another site (a cross-site form or script: CSRF, RFC 6749 §10.12). A
+/// browser names the page's origin in `Origin` (or at least says `Sec-Fetch-Site`); it must be
+/// this service's or an allowed one. A request with neither header is not a browser's.
+fn forged_by_another_site(parts: &Parts, state: &AppState) -> bool {
+    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return false;
+    }
+    if let Some(origin) = parts.headers.get(ORIGIN) {
+        let Some(origin) = origin.to_str().ok().and_then(|origin| Url::parse(origin).ok()) else { return true };
+        let origin = origin.origin();
+        return origin != state.config.public_base_url.origin()
+            && !state.config.allowed_return_origins.contains(&origin);
+    }
+    match parts.headers.get("sec-fetch-site").and_then(|value| value.to_str().ok()) {
+        Some(site) => !matches!(site, "same-origin" | "none"),
+        None => false,
+    }
 }
 
 impl FromRequestParts<AppState> for UserCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        user_from_parts(parts, state).await.ok_or(ApiError::Unauthenticated)
+        let (user, by_cookie) = user_and_how(parts, state).await.ok_or(ApiError::Unauthenticated)?;
+        if by_cookie && forged_by_another_site(parts, state) {
+            return Err(ApiError::CrossSite);
+        }
+        Ok(user)
     }
 }
 

@@ -66,24 +66,36 @@ pub struct CallbackQuery {
     pub error_description: Option<String>,
 }
 
+/// Whether the flow cookie can carry the `__Host-` prefix (RFC 6265bis §4.1.3.2): only over https
+/// and at the host's root, where `Secure`, `Path=/` and no `Domain` pin it to this host alone.
+fn host_prefixed(config: &Config) -> bool {
+    config.public_base_url.scheme() == "https" && config.public_base_url.path().trim_end_matches('/').is_empty()
+}
+
 /// Path the flow cookie is sent to: both callback routes and nothing else, under whatever path
-/// `PUBLIC_BASE_URL` itself has (a service behind a proxy at `/oam`).
+/// `PUBLIC_BASE_URL` itself has (a service behind a proxy at `/oam`); `/` for a `__Host-` cookie.
 pub fn flow_cookie_path(config: &Config) -> String {
+    if host_prefixed(config) {
+        return "/".to_owned();
+    }
     format!("{}/api/v1/oauth/callback", config.public_base_url.path().trim_end_matches('/'))
 }
 
 /// The flow cookie's name for a state: one per flow, so parallel flows in one browser coexist.
-fn flow_cookie_name(state_value: &str) -> String {
-    format!("oam_flow_{}", &sha256_hex(state_value.as_bytes())[..16])
+pub fn flow_cookie_name(config: &Config, state_value: &str) -> String {
+    let prefix = if host_prefixed(config) { "__Host-" } else { "" };
+    format!("{prefix}oam_flow_{}", &sha256_hex(state_value.as_bytes())[..16])
 }
 
 #[utoipa::path(post, path = "/api/v1/oauth/initiate", tag = "flow", request_body = InitiateRequest, security(("user_jwt" = [])),
-    responses((status = 200, body = InitiateResponse), (status = 400, body = Problem), (status = 503, description = "OAuth credentials not configured", body = Problem)))]
+    responses((status = 200, body = InitiateResponse), (status = 400, body = Problem), (status = 429, description = "rate_limited or too_many_flows; see Retry-After", body = Problem), (status = 503, description = "OAuth credentials not configured", body = Problem)))]
 pub(super) async fn initiate(
     State(state): State<AppState>,
     caller: UserCaller,
+    RequestClient(client): RequestClient,
     Json(request): Json<InitiateRequest>,
 ) -> ApiResult<Response> {
+    state.limits.initiate(caller.user_id, client.ip_address)?;
     let vault = &state.vault;
     // Each value parsed once, in the order its errors are reported.
     let name = ProviderName::parse(&request.provider).ok_or_else(|| FlowError::UnknownProvider(request.provider))?;
@@ -94,14 +106,16 @@ pub(super) async fn initiate(
         redirect_uri: CallbackUrl::choose(&state.config, provider, request.redirect_uri)?,
         return_to: request
             .return_to
-            .map(|target| ReturnTo::parse(&target, &state.config.allowed_return_origins))
+            .map(|target| {
+                ReturnTo::parse(&target, &state.config.allowed_return_origins, state.config.limits.return_to_max_bytes)
+            })
             .transpose()?,
     };
     let started = flow::initiate(vault, caller.user_id, authorization).await?;
     let secure = if state.config.public_base_url.scheme() == "https" { "; Secure" } else { "" };
     let set_cookie = format!(
         "{}={}; Path={}; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
-        flow_cookie_name(&started.state),
+        flow_cookie_name(&state.config, &started.state),
         started.browser_binding,
         flow_cookie_path(&state.config),
         started.lifetime_seconds
@@ -150,7 +164,10 @@ async fn finish(
     headers: &HeaderMap,
     client: ClientInfo,
 ) -> Response {
-    let cookie_name = query.state.as_deref().map(flow_cookie_name);
+    if let Err(refused) = state.limits.callback(client.ip_address) {
+        return refused.into_response();
+    }
+    let cookie_name = query.state.as_deref().map(|value| flow_cookie_name(&state.config, value));
     let browser = Browser {
         user_id: user.map(|u| u.user_id),
         flow_cookie: cookie_name.as_deref().and_then(|name| cookie(headers, name)).map(str::to_owned),
@@ -189,7 +206,8 @@ async fn finish(
     // left the state usable keeps the cookie, so the right callback can still finish the flow.
     if let Some(name) = cookie_name.filter(|_| state_spent) {
         let path = flow_cookie_path(&state.config);
-        let expired = format!("{name}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Lax");
+        let secure = if state.config.public_base_url.scheme() == "https" { "; Secure" } else { "" };
+        let expired = format!("{name}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Lax{secure}");
         if let Ok(value) = HeaderValue::from_str(&expired) {
             response.headers_mut().append(SET_COOKIE, value);
         }

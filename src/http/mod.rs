@@ -8,6 +8,7 @@ mod extract;
 pub mod flow;
 mod health;
 mod integrations;
+pub mod limits;
 pub mod openapi;
 mod problems;
 mod tokens;
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1/oauth", api)
         .fallback(problems::no_route)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::request_size))
         .layer(middleware)
         .with_state(state)
 }

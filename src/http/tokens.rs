@@ -1,6 +1,8 @@
 //! The service token endpoints: the hot path of backends asking for a fresh access token.
 
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -12,6 +14,7 @@ use super::error::{ApiError, ApiResult, Problem};
 use super::views::expiry;
 use crate::auth::Caller;
 use crate::oauth::input::ProviderName;
+use crate::oauth::refresh::RefreshError;
 use crate::oauth::tokens::{self, HandOut};
 use crate::state::AppState;
 use crate::store::{IntegrationStatus, StoredToken};
@@ -42,6 +45,24 @@ impl std::fmt::Debug for HandedOutToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HandedOutToken").field("integration_id", &self.integration_id).finish_non_exhaustive()
     }
+}
+
+/// Set when a due refresh failed for a reason that may pass and the current, still valid token
+/// was handed out instead; its value is the failure's code (`provider_unavailable`, `busy`).
+pub const REFRESH_FAILED_HEADER: &str = "x-token-refresh-failed";
+
+/// The token endpoints' answer: the token, and the header that says a due refresh failed.
+fn answer(token: HandOut) -> Response {
+    let failed = match &token.refresh_failed {
+        None => None,
+        Some(RefreshError::Store(_)) => Some("busy"),
+        Some(_) => Some("provider_unavailable"),
+    };
+    let mut response = Json(HandedOutToken::from(token)).into_response();
+    if let Some(code) = failed {
+        response.headers_mut().insert(REFRESH_FAILED_HEADER, HeaderValue::from_static(code));
+    }
+    response
 }
 
 impl From<HandOut> for HandedOutToken {
@@ -99,14 +120,14 @@ fn authorise(caller: &Caller, token: &StoredToken) -> Result<(), ApiError> {
 }
 
 #[utoipa::path(get, path = "/api/v1/oauth/integrations/{id}/token", tag = "tokens", params(("id" = i32, Path), TokenQuery), security(("service_key" = [])),
-    responses((status = 200, body = HandedOutToken), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, description = "needs_reauth or integration_revoked", body = Problem)))]
+    responses((status = 200, body = HandedOutToken, headers(("x-token-refresh-failed" = String, description = "A due refresh failed for a reason that may pass (provider_unavailable, busy); this is the current token, still valid"))), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, description = "needs_reauth or integration_revoked", body = Problem)))]
 pub(super) async fn by_integration(
     State(state): State<AppState>,
     caller: Caller,
     RequestClient(client): RequestClient,
     Path(id): Path<i32>,
     Query(query): Query<TokenQuery>,
-) -> ApiResult<Json<HandedOutToken>> {
+) -> ApiResult<Response> {
     gate(&state, &caller)?;
     let min_ttl = query.min_ttl()?;
     let stored = match state.vault.store.get_token(id).await? {
@@ -120,18 +141,18 @@ pub(super) async fn by_integration(
     }
     authorise(&caller, &stored)?;
     let token = tokens::hand_out(&state.vault, stored, min_ttl, query.force_refresh.unwrap_or(false), &client).await?;
-    Ok(Json(token.into()))
+    Ok(answer(token))
 }
 
 #[utoipa::path(get, path = "/api/v1/oauth/users/{user_id}/integrations/{provider}/token", tag = "tokens", params(("user_id" = i32, Path), ("provider" = String, Path), TokenQuery), security(("service_key" = [])),
-    responses((status = 200, body = HandedOutToken), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 200, body = HandedOutToken, headers(("x-token-refresh-failed" = String, description = "A due refresh failed for a reason that may pass (provider_unavailable, busy); this is the current token, still valid"))), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub(super) async fn by_owner(
     State(state): State<AppState>,
     caller: Caller,
     RequestClient(client): RequestClient,
     Path((user_id, provider)): Path<(i32, String)>,
     Query(query): Query<TokenQuery>,
-) -> ApiResult<Json<HandedOutToken>> {
+) -> ApiResult<Response> {
     gate(&state, &caller)?;
     let min_ttl = query.min_ttl()?;
     if let Caller::User(user) = &caller
@@ -152,7 +173,7 @@ pub(super) async fn by_owner(
         .ok_or(ApiError::NotFound("Integration"))?;
     authorise(&caller, &stored)?;
     let token = tokens::hand_out(&state.vault, stored, min_ttl, query.force_refresh.unwrap_or(false), &client).await?;
-    Ok(Json(token.into()))
+    Ok(answer(token))
 }
 
 /// Why there is no token: a disconnected integration (409) or none at all (404).

@@ -125,23 +125,52 @@ async fn token_request(
         .ok_or_else(|| ProviderError::Unavailable("the token endpoint answered without an access_token".into()))?;
     let refresh_token = take_string("refresh_token");
     let id_token = take_string("id_token");
-    let scope = take_string("scope");
-    let token_type = take_string("token_type").unwrap_or_else(|| "Bearer".to_owned());
-    // Some providers send expires_in as a string.
-    let expires_in = match body.remove("expires_in") {
-        Some(Value::Number(number)) => number.as_i64(),
-        Some(Value::String(text)) => text.parse().ok(),
-        _ => None,
-    };
+    // Whatever the provider sends must fit the columns it is written to: a write the database
+    // refuses would roll back, and with it a refresh token the provider has already rotated.
+    let scope = take_string("scope").map(|scope| scope.replace('\0', ""));
+    let token_type = take_string("token_type").map_or_else(|| "Bearer".to_owned(), |kind| fitted_token_type(&kind));
+    let expires_in = lifetime(body.remove("expires_in"));
     Ok(TokenResponse {
         access_token: SecretString::from(access_token),
-        // RFC 6750 §4 says "Bearer"; Notion answers "bearer".
-        token_type: if token_type.eq_ignore_ascii_case("bearer") { "Bearer".to_owned() } else { token_type },
+        token_type,
         expires_in,
         refresh_token: refresh_token.map(SecretString::from),
         scope,
         id_token,
         extra: Value::Object(body),
+    })
+}
+
+/// `oauth_tokens.token_type` is VARCHAR(20).
+const TOKEN_TYPE_MAX: usize = 20;
+
+/// A token answer's `token_type` as stored: RFC 6750 §4 says "Bearer" (Notion answers "bearer");
+/// another type keeps its printable characters, cut to the column's width.
+fn fitted_token_type(kind: &str) -> String {
+    if kind.eq_ignore_ascii_case("bearer") {
+        return "Bearer".to_owned();
+    }
+    let printable: String = kind.chars().filter(|c| c.is_ascii_graphic()).take(TOKEN_TYPE_MAX).collect();
+    if printable.is_empty() { "Bearer".to_owned() } else { printable }
+}
+
+/// Lifetime assumed for a token whose `expires_in` cannot be read: short, so the token is renewed
+/// soon, and never "never expires".
+pub const UNREADABLE_LIFETIME_SECONDS: i64 = 300;
+
+/// The seconds of a token answer's `expires_in` (RFC 6749 §5.1): a number (some providers send a
+/// float) or a numeric string (some send that). Absent means the token does not expire; present but
+/// unreadable gets `UNREADABLE_LIFETIME_SECONDS`.
+fn lifetime(expires_in: Option<Value>) -> Option<i64> {
+    let seconds = match expires_in? {
+        Value::Null => return None,
+        Value::Number(number) => number.as_f64(),
+        Value::String(text) => text.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    Some(match seconds {
+        Some(seconds) if seconds.is_finite() && seconds >= 0.0 => seconds.min(i64::MAX as f64) as i64,
+        _ => UNREADABLE_LIFETIME_SECONDS,
     })
 }
 
@@ -206,5 +235,37 @@ async fn error_from(response: reqwest::Response) -> ProviderError {
             ProviderError::Rejected { error, description, status: status.as_u16() }
         }
         _ => ProviderError::Unavailable(format!("HTTP {status}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{UNREADABLE_LIFETIME_SECONDS, fitted_token_type, lifetime};
+
+    #[test]
+    fn expires_in_is_read_from_numbers_and_numeric_strings() {
+        assert_eq!(lifetime(Some(json!(3599))), Some(3599));
+        assert_eq!(lifetime(Some(json!(3599.0))), Some(3599));
+        assert_eq!(lifetime(Some(json!("3599"))), Some(3599));
+        assert_eq!(lifetime(Some(json!(" 3599.5 "))), Some(3599));
+    }
+
+    #[test]
+    fn token_types_fit_their_column() {
+        assert_eq!(fitted_token_type("bearer"), "Bearer");
+        assert_eq!(fitted_token_type("MAC"), "MAC");
+        assert_eq!(fitted_token_type(&"x".repeat(25)).len(), 20);
+        assert_eq!(fitted_token_type("\0\0"), "Bearer");
+    }
+
+    #[test]
+    fn unreadable_expires_in_is_a_short_lifetime_never_never() {
+        for garbage in [json!("3599s"), json!(-5), json!(true), json!({"s": 1}), json!("")] {
+            assert_eq!(lifetime(Some(garbage.clone())), Some(UNREADABLE_LIFETIME_SECONDS), "{garbage}");
+        }
+        assert_eq!(lifetime(None), None, "absent: the token does not expire");
+        assert_eq!(lifetime(Some(json!(null))), None);
     }
 }

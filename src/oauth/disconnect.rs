@@ -5,9 +5,11 @@ use std::time::Instant;
 
 use chrono::Utc;
 
-use super::{Vault, client, elapsed_ms};
+use super::{Vault, client, elapsed_ms, run_to_end};
 use crate::crypto::Aad;
-use crate::store::{ClientInfo, Integration, IntegrationStatus, ProviderRevocation, RevokeRecord, StoreResult};
+use crate::store::{
+    ClientInfo, Integration, IntegrationStatus, ProviderRevocation, RevokeRecord, StoreError, StoreResult, StoredToken,
+};
 
 /// A finished disconnect.
 #[derive(Debug)]
@@ -19,7 +21,9 @@ pub struct Disconnection {
     pub already_disconnected: bool,
 }
 
-/// Disconnects `integration`; a second call answers without doing anything again.
+/// Disconnects `integration`; a second call answers without doing anything again. It runs to its
+/// end in its own task: a client that hangs up must not leave a grant revoked at the provider
+/// while the integration stays active here.
 #[tracing::instrument(skip_all, fields(integration_id = integration.id))]
 pub async fn disconnect(
     vault: &Vault,
@@ -34,8 +38,30 @@ pub async fn disconnect(
             already_disconnected: true,
         });
     }
+    let (vault, client) = (vault.clone(), client.clone());
+    run_to_end(async move { disconnect_now(&vault, integration.id, reason, &client).await }).await
+}
+
+/// Revokes and forgets the grant under the refresh lock, so no refresh is in flight meanwhile: a
+/// provider that rotates would otherwise hand a refresh a new grant nobody revokes.
+async fn disconnect_now(
+    vault: &Vault,
+    integration_id: i32,
+    reason: String,
+    client: &ClientInfo,
+) -> StoreResult<Disconnection> {
     let started = Instant::now();
-    let revocation = revoke_at_provider(vault, integration.id).await?;
+    let _in_process = vault.refreshes.hold(integration_id).await;
+    let held = match vault.store.begin_refresh(integration_id).await {
+        Ok(held) => Some(held),
+        // No token row: nothing to refresh, nothing to revoke.
+        Err(StoreError::NotFound) => None,
+        Err(error) => return Err(error),
+    };
+    let revocation = match &held {
+        Some(held) => revoke_at_provider(vault, held.current()).await,
+        None => ProviderRevocation::NothingToRevoke,
+    };
     let record = RevokeRecord {
         reason,
         provider_revocation: revocation.clone(),
@@ -43,29 +69,27 @@ pub async fn disconnect(
         duration_ms: elapsed_ms(started),
         now: Utc::now().naive_utc(),
     };
-    vault.store.revoke_integration(integration.id, &record).await?;
-    Ok(Disconnection { integration_id: integration.id, revocation, already_disconnected: false })
+    let revoked = vault.store.revoke_integration(integration_id, &record).await?;
+    drop(held);
+    Ok(Disconnection { integration_id, revocation, already_disconnected: !revoked })
 }
 
-/// Revokes the stored grant at the provider, if there is one and the provider can.
-async fn revoke_at_provider(vault: &Vault, integration_id: i32) -> StoreResult<ProviderRevocation> {
-    let Some(token) = vault.store.get_token(integration_id).await? else {
-        return Ok(ProviderRevocation::NothingToRevoke);
-    };
+/// Revokes the stored grant at the provider, if the provider can.
+async fn revoke_at_provider(vault: &Vault, token: &StoredToken) -> ProviderRevocation {
     let provider = vault.providers.get(&token.provider);
     let Some((provider, url)) = provider.and_then(|p| p.revocation_url.as_deref().map(|url| (p, url))) else {
-        return Ok(ProviderRevocation::NotSupported);
+        return ProviderRevocation::NotSupported;
     };
     // The refresh token names the whole grant (Google revokes everything issued from it).
     let (ciphertext, aad, hint) = match &token.refresh_token {
         Some(refresh) => (refresh.as_str(), Aad::refresh_token(token.user_id, &token.provider), "refresh_token"),
         None => (token.access_token.as_str(), Aad::access_token(token.user_id, &token.provider), "access_token"),
     };
-    Ok(match vault.keys.decrypt(ciphertext, &aad) {
+    match vault.keys.decrypt(ciphertext, &aad) {
         Err(error) => ProviderRevocation::Failed(format!("stored token unreadable: {error}")),
         Ok(secret) => match client::revoke(&vault.http, provider, url, &secret, hint).await {
             Ok(()) => ProviderRevocation::Revoked,
             Err(error) => ProviderRevocation::Failed(error.to_string()),
         },
-    })
+    }
 }

@@ -63,6 +63,11 @@ pub enum FlowError {
     InvalidRedirectUri,
     #[error("return_to must be an absolute URL under one of the allowed origins.")]
     InvalidReturnTo,
+    #[error("return_to may have at most {0} bytes.")]
+    ReturnToTooLong(usize),
+    /// The user has this many unfinished flows open; the oldest expires after `retry_after`.
+    #[error("You have {open} unfinished authorizations; finish or wait for one before starting another.")]
+    TooManyOpenFlows { open: u32, retry_after: std::time::Duration },
     #[error("The authorization state is unknown. Start again.")]
     UnknownState,
     #[error("This authorization was already completed or abandoned.")]
@@ -108,7 +113,8 @@ impl FlowError {
             Self::ProviderNotConfigured(_) => "provider_not_configured",
             Self::UnknownScope { .. } => "unknown_scope",
             Self::InvalidRedirectUri => "invalid_redirect_uri",
-            Self::InvalidReturnTo => "invalid_return_to",
+            Self::InvalidReturnTo | Self::ReturnToTooLong(_) => "invalid_return_to",
+            Self::TooManyOpenFlows { .. } => "too_many_flows",
             Self::UnknownState => "invalid_state",
             Self::StateUsed => "state_used",
             Self::StateExpired => "state_expired",

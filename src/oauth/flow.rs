@@ -18,7 +18,7 @@ use super::grant::{expires_at_from, split_scopes};
 use super::identity::{self, Account};
 use super::input::{CallbackUrl, ReturnTo, Scope};
 use super::providers::{IdentitySource, Provider};
-use super::{Vault, elapsed_ms};
+use super::{Vault, elapsed_ms, run_to_end};
 use crate::crypto::{Aad, random_token, sha256_hex};
 use crate::store::{AuditAction, AuditEntry, ClientInfo, ConnectRecord, Integration, NewState, StateRecord};
 
@@ -26,7 +26,7 @@ use crate::store::{AuditAction, AuditEntry, ClientInfo, ConnectRecord, Integrati
 pub const CONSENT_VERSION: &str = "1.0";
 
 /// What a flow keeps with its state (`oauth_state.state_metadata`).
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Default, serde::Serialize)]
 struct FlowMetadata {
     /// The OpenID Connect nonce the ID token must carry.
     nonce: Option<String>,
@@ -37,9 +37,11 @@ struct FlowMetadata {
 }
 
 impl FlowMetadata {
-    /// The metadata of `record`; a state written without it (or by another writer) has none.
+    /// The metadata of `record`, each field on its own: one a writer got wrong does not cost the
+    /// others.
     fn of(record: &StateRecord) -> Self {
-        serde_json::from_value(record.metadata.clone()).unwrap_or_default()
+        let field = |key: &str| record.metadata.get(key).and_then(|value| value.as_str()).map(str::to_owned);
+        Self { nonce: field("nonce"), return_to: field("return_to"), browser_binding: field("browser_binding") }
     }
 }
 
@@ -73,6 +75,17 @@ pub struct Initiated {
 pub async fn initiate(vault: &Vault, user_id: i32, authorization: Authorization<'_>) -> Result<Initiated, FlowError> {
     let Authorization { provider, scopes, redirect_uri, return_to } = authorization;
     let scopes = with_required(provider, scopes);
+    // Each state is a row: one user cannot pile them up.
+    let now = Utc::now();
+    let (open, first_expiry) = vault.store.open_states(user_id, now.naive_utc()).await?;
+    let most = vault.config.limits.open_flows_per_user;
+    if open >= i64::from(most) {
+        let wait = first_expiry.map_or(0, |expiry| (expiry - now.naive_utc()).num_seconds().max(1));
+        return Err(FlowError::TooManyOpenFlows {
+            open: most,
+            retry_after: std::time::Duration::from_secs(wait as u64),
+        });
+    }
     let state_value = random_token(32);
     let state_hash = sha256_hex(state_value.as_bytes());
     // RFC 7636: S256 always, for every provider that supports PKCE.
@@ -86,7 +99,6 @@ pub async fn initiate(vault: &Vault, user_id: i32, authorization: Authorization<
     let nonce = provider.is_oidc().then(|| random_token(16));
     let browser_binding = random_token(32);
     let lifetime_seconds = vault.config.flow.state_ttl_seconds;
-    let now = Utc::now();
     let expires_at = now + Duration::seconds(lifetime_seconds as i64);
     let record = NewState {
         state_hash,
@@ -216,22 +228,56 @@ pub async fn callback(
     let fail = |error: FlowError| CallbackFailure { error, return_to: return_to.clone(), state_spent: false };
     let now = Utc::now().naive_utc();
 
-    // Checks that refuse without changing anything: the legitimate user can still finish.
-    let provider = check_state(vault, &record, &metadata, &response, path_provider, &browser).map_err(fail)?;
+    let provider = match check_state(vault, &record, &metadata, &response, path_provider, &browser) {
+        Ok(provider) => provider,
+        // The response reached a browser it was not meant for: whoever holds this URL (a forwarded
+        // link, a page's address) must not be able to replay it from a browser of theirs.
+        Err(error @ (FlowError::StateNotBound | FlowError::StateUserMismatch)) => {
+            vault.store.consume_state(record.id, now).await.map_err(|error| fail(error.into()))?;
+            record_failed_connect(vault, &record, &client, &error, started).await;
+            return Err(CallbackFailure { state_spent: true, ..fail(error) });
+        }
+        // The other checks refuse without changing anything: the legitimate user can still finish.
+        Err(error) => return Err(fail(error)),
+    };
 
-    // From here the state is spent (RFC 9700 §2.1.1: single use), whatever happens next.
+    // From here the state is spent (RFC 9700 §2.1.1: single use), whatever happens next, and the
+    // rest runs to its end even if the browser goes away: a spent state leaves a connection or an
+    // `error` row, never nothing.
     if !vault.store.consume_state(record.id, now).await.map_err(|error| fail(error.into()))? {
         return Err(fail(FlowError::StateUsed));
     }
-    match complete(vault, provider, &record, &metadata, &response, &client, started).await {
-        Ok(integration) => Ok(Connected { integration, return_to }),
-        Err(error) => {
-            let entry = failed_connect_entry(&record, &client, &error, started);
-            if let Err(audit_error) = vault.store.record_audit(&entry).await {
-                tracing::warn!(error = %audit_error, "could not record a failed connect");
-            }
-            Err(CallbackFailure { state_spent: true, ..fail(error) })
+    let (task_vault, provider_name) = (vault.clone(), provider.name.clone());
+    let outcome = run_to_end(async move {
+        let vault = task_vault;
+        let provider = vault.providers.get(&provider_name).ok_or(FlowError::ProviderGone);
+        let outcome = match provider {
+            Ok(provider) => complete(&vault, provider, &record, &metadata, &response, &client, started).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = &outcome {
+            record_failed_connect(&vault, &record, &client, error, started).await;
         }
+        outcome
+    })
+    .await;
+    match outcome {
+        Ok(integration) => Ok(Connected { integration, return_to }),
+        Err(error) => Err(CallbackFailure { state_spent: true, ..fail(error) }),
+    }
+}
+
+/// Writes the `error` audit row of a connect that failed once its state was spent.
+async fn record_failed_connect(
+    vault: &Vault,
+    record: &StateRecord,
+    client: &ClientInfo,
+    error: &FlowError,
+    started: Instant,
+) {
+    let entry = failed_connect_entry(record, client, error, started);
+    if let Err(audit_error) = vault.store.record_audit(&entry).await {
+        tracing::warn!(error = %audit_error, "could not record a failed connect");
     }
 }
 
@@ -272,6 +318,7 @@ fn check_state<'v>(
     let provider = vault.providers.get(&record.provider).ok_or(FlowError::ProviderGone)?;
     if let (Some(iss), Some(issuer)) = (&response.iss, &provider.issuer)
         && !issuer_matches(issuer, iss)
+        && !provider.issuer_aliases.iter().any(|alias| alias == iss)
     {
         return Err(FlowError::IssuerMismatch);
     }

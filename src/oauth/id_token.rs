@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde_json::Value;
-use tokio::sync::RwLock;
+use tokio::sync::{Mutex, RwLock};
 
 use super::providers::Provider;
 
+/// Clock skew tolerated on `exp`, `nbf` and `iat`.
+const LEEWAY_SECONDS: u64 = 60;
 /// How long a fetched JWKS is trusted before it is fetched again.
 const JWKS_TTL: Duration = Duration::from_secs(3600);
 /// An unknown `kid` triggers a re-fetch at most this often per JWKS: a rotation is picked up at
@@ -43,6 +45,8 @@ struct CachedSet {
 #[derive(Default)]
 pub struct JwksCache {
     sets: RwLock<HashMap<String, CachedSet>>,
+    /// Held while a JWKS is fetched (single flight).
+    fetching: Mutex<()>,
 }
 
 impl JwksCache {
@@ -72,23 +76,45 @@ impl JwksCache {
             return Err(IdTokenError::Algorithm);
         }
         let key = self.key(http, jwks_uri, header.kid.as_deref().unwrap_or_default()).await?;
+        let client_id = credentials.client_id.as_str();
         let mut validation = Validation::new(header.alg);
-        validation.set_audience(&[credentials.client_id.as_str()]);
+        validation.set_audience(&[client_id]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 60;
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECONDS;
         // Microsoft's multi-tenant issuer names the user's tenant: checked below against `tid`.
         let templated = issuer.contains("{tid}");
         if !templated {
-            validation.set_issuer(&[issuer.as_str()]);
+            let accepted: Vec<&str> =
+                std::iter::once(issuer.as_str()).chain(provider.issuer_aliases.iter().map(String::as_str)).collect();
+            validation.set_issuer(&accepted);
         }
         let claims =
             decode::<Value>(token, &key, &validation).map_err(|error| IdTokenError::Invalid(error.to_string()))?.claims;
+        // OIDC Core §2: `iss` is one case-sensitive URL (the library would take an array).
+        let Some(iss) = claims.get("iss").and_then(Value::as_str) else {
+            return Err(IdTokenError::Invalid("InvalidIssuer".into()));
+        };
         if templated {
             let tid = claims.get("tid").and_then(Value::as_str).unwrap_or_default();
             let expected = issuer.replace("{tid}", tid);
-            if tid.is_empty() || claims.get("iss").and_then(Value::as_str) != Some(expected.as_str()) {
+            if tid.is_empty() || iss != expected {
                 return Err(IdTokenError::Invalid("InvalidIssuer".into()));
             }
+        }
+        // OIDC Core §3.1.3.7 steps 4-5: with several audiences `azp` must be present, and an
+        // `azp` must be this client.
+        let several_audiences = claims.get("aud").and_then(Value::as_array).is_some_and(|aud| aud.len() > 1);
+        match claims.get("azp") {
+            Some(azp) if azp.as_str() != Some(client_id) => return Err(IdTokenError::Invalid("InvalidAzp".into())),
+            None if several_audiences => return Err(IdTokenError::Invalid("MissingAzp".into())),
+            _ => {}
+        }
+        // OIDC Core §2: `iat` is required; one in the future was not issued by a sane clock.
+        let now = chrono::Utc::now().timestamp();
+        match claims.get("iat").and_then(Value::as_i64) {
+            Some(iat) if iat <= now + LEEWAY_SECONDS as i64 => {}
+            _ => return Err(IdTokenError::Invalid("InvalidIat".into())),
         }
         if let Some(expected) = expected_nonce
             && claims.get("nonce").and_then(Value::as_str) != Some(expected)
@@ -99,20 +125,15 @@ impl JwksCache {
     }
 
     async fn key(&self, http: &reqwest::Client, jwks_uri: &str, kid: &str) -> Result<DecodingKey, IdTokenError> {
-        let mut refetch_allowed = true;
-        {
-            let sets = self.sets.read().await;
-            if let Some(cached) = sets.get(jwks_uri) {
-                if cached.fetched_at.elapsed() < JWKS_TTL
-                    && let Some(jwk) = cached.keys.find(kid)
-                {
-                    return DecodingKey::from_jwk(jwk).map_err(|_| IdTokenError::UnknownKey);
-                }
-                refetch_allowed = cached.fetched_at.elapsed() >= REFETCH_INTERVAL;
-            }
+        let asked_at = Instant::now();
+        if let Some(found) = self.cached(jwks_uri, kid, None).await {
+            return found;
         }
-        if !refetch_allowed {
-            return Err(IdTokenError::UnknownKey);
+        // One fetch at a time: callers with the same unknown `kid` wait for it and then use its
+        // result, instead of each fetching the JWKS again.
+        let _fetching = self.fetching.lock().await;
+        if let Some(found) = self.cached(jwks_uri, kid, Some(asked_at)).await {
+            return found;
         }
         let keys: JwkSet = http
             .get(jwks_uri)
@@ -130,5 +151,26 @@ impl JwksCache {
             Some(Ok(key)) => Ok(key),
             _ => Err(IdTokenError::UnknownKey),
         }
+    }
+
+    /// The answer the cache gives for `kid`, if it gives one: the key while the set is fresh; an
+    /// unknown key when the set was fetched too recently to fetch again (or, with `fetched_since`,
+    /// was fetched while this caller waited). `None`: fetch.
+    async fn cached(
+        &self,
+        jwks_uri: &str,
+        kid: &str,
+        fetched_since: Option<Instant>,
+    ) -> Option<Result<DecodingKey, IdTokenError>> {
+        let sets = self.sets.read().await;
+        let cached = sets.get(jwks_uri)?;
+        if cached.fetched_at.elapsed() < JWKS_TTL
+            && let Some(jwk) = cached.keys.find(kid)
+        {
+            return Some(DecodingKey::from_jwk(jwk).map_err(|_| IdTokenError::UnknownKey));
+        }
+        let fetched_while_waiting = fetched_since.is_some_and(|since| cached.fetched_at >= since);
+        (fetched_while_waiting || cached.fetched_at.elapsed() < REFETCH_INTERVAL)
+            .then_some(Err(IdTokenError::UnknownKey))
     }
 }

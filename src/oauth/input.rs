@@ -71,11 +71,18 @@ impl CallbackUrl {
 pub struct ReturnTo(Url);
 
 impl ReturnTo {
-    /// `raw` if it is under one of the `allowed` origins.
-    pub fn parse(raw: &str, allowed: &[Origin]) -> Result<Self, FlowError> {
+    /// `raw` if it is under one of the `allowed` origins and at most `max_bytes` long.
+    pub fn parse(raw: &str, allowed: &[Origin], max_bytes: usize) -> Result<Self, FlowError> {
+        if raw.len() > max_bytes {
+            return Err(FlowError::ReturnToTooLong(max_bytes));
+        }
         let url = Url::parse(raw).map_err(|_| FlowError::InvalidReturnTo)?;
         if url.username() != "" || url.password().is_some() || !allowed.contains(&url.origin()) {
             return Err(FlowError::InvalidReturnTo);
+        }
+        // The serialised URL (percent-encoded) is what is stored: it must fit too.
+        if url.as_str().len() > max_bytes {
+            return Err(FlowError::ReturnToTooLong(max_bytes));
         }
         Ok(Self(url))
     }

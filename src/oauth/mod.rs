@@ -60,6 +60,20 @@ impl Vault {
     }
 }
 
+/// Runs `work` in a task of its own, so that it finishes even when the request that started it
+/// is cancelled (the client hung up, the request timed out). A panic in it is the caller's panic.
+pub async fn run_to_end<F>(work: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match tokio::spawn(work).await {
+        Ok(output) => output,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => panic!("a task that must run to its end was cancelled: {error}"),
+    }
+}
+
 /// Milliseconds since `started`, for `duration_ms`.
 pub fn elapsed_ms(started: Instant) -> i32 {
     i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX)

@@ -98,6 +98,8 @@ struct ProviderSpec {
     #[serde(default)]
     issuer: Option<String>,
     #[serde(default)]
+    issuer_aliases: Vec<String>,
+    #[serde(default)]
     jwks_uri: Option<String>,
     client_auth: ClientAuth,
     #[serde(default)]
@@ -150,6 +152,8 @@ pub struct Provider {
     pub userinfo_url: Option<String>,
     /// May contain `{tid}` (Microsoft's per-tenant issuer with tenant `common`).
     pub issuer: Option<String>,
+    /// Other spellings of the issuer the provider documents (Google: `accounts.google.com`).
+    pub issuer_aliases: Vec<String>,
     pub jwks_uri: Option<String>,
     pub client_auth: ClientAuth,
     pub token_request_format: RequestFormat,
@@ -314,6 +318,7 @@ fn resolve(
         revocation_format: spec.revocation_format,
         userinfo_url: spec.userinfo_url.as_deref().map(with_tenant),
         issuer: spec.issuer.as_deref().map(with_tenant),
+        issuer_aliases: spec.issuer_aliases.clone(),
         jwks_uri: spec.jwks_uri.as_deref().map(with_tenant),
         client_auth: spec.client_auth,
         token_request_format: spec.token_request_format,

@@ -13,11 +13,11 @@ use tokio::sync::Semaphore;
 use super::client::{self, ProviderError};
 use super::grant::{expires_at_from, split_scopes};
 use super::providers::Provider;
-use super::{Vault, elapsed_ms};
-use crate::crypto::Aad;
+use super::{Vault, elapsed_ms, run_to_end};
+use crate::crypto::{Aad, CipherError};
 use crate::store::{
-    ClientInfo, Integration, IntegrationStatus, KeyedLocks, RefreshAudit, RefreshFailure, RefreshStep, RefreshedTokens,
-    StoreError, StoredToken,
+    ClientInfo, Integration, IntegrationStatus, KeyedLocks, RefreshAudit, RefreshFailure, RefreshStep, RefreshTx,
+    RefreshWrite, RefreshedTokens, StoreError, StoredToken,
 };
 
 /// Why a refresh did not give a usable token.
@@ -29,9 +29,11 @@ pub enum RefreshError {
     /// The provider gave no refresh token: the grant cannot be renewed.
     #[error("The provider gave no refresh token for this connection; connect again to renew it.")]
     NoRefreshToken,
-    /// The stored refresh token does not decrypt with any key of the ring.
-    #[error("The stored refresh token cannot be decrypted; connect again.")]
-    Undecryptable,
+    /// The stored refresh token does not decrypt: a key is missing from the ring, or the value was
+    /// damaged. An operator's problem, not the user's: nothing is marked, and the refresh works
+    /// again once the key is back.
+    #[error("The stored refresh token of integration {integration_id} does not decrypt: {cause}")]
+    Undecryptable { integration_id: i32, cause: CipherError },
     /// The provider refused the refresh token with an error that means the grant is dead.
     #[error("The provider refused the refresh token ({0}); connect again.")]
     GrantRevoked(String),
@@ -60,23 +62,24 @@ pub enum RefreshError {
 impl RefreshError {
     /// Whether the grant is dead: only a new connection helps, and retrying is pointless.
     pub fn is_dead_grant(&self) -> bool {
-        matches!(
-            self,
-            Self::NoRefreshToken
-                | Self::Undecryptable
-                | Self::GrantRevoked(_)
-                | Self::NeedsReauth
-                | Self::MarkedForReauth(_)
-        )
+        matches!(self, Self::NoRefreshToken | Self::GrantRevoked(_) | Self::NeedsReauth | Self::MarkedForReauth(_))
     }
 
-    /// What the store records of this failure.
-    fn as_failure(&self) -> RefreshFailure {
+    /// Whether the provider may answer differently soon: the current token, while valid, is
+    /// still worth handing out.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, Self::ProviderUnavailable(_) | Self::Store(StoreError::Busy))
+    }
+
+    /// What the store records of this failure: the integration's error and an `error` audit row.
+    /// A stored value that does not decrypt records nothing: the integration is not at fault.
+    fn recorded(&self) -> RefreshStep {
         let message = match self {
+            Self::Undecryptable { .. } => return RefreshStep::AlreadyFresh,
             Self::ProviderUnavailable(error) => error.to_string(),
             other => other.to_string(),
         };
-        RefreshFailure { needs_reauth: self.is_dead_grant(), message }
+        RefreshStep::Failed(RefreshFailure { needs_reauth: self.is_dead_grant(), message })
     }
 }
 
@@ -93,6 +96,11 @@ impl Refreshes {
     pub fn new(max_connections: u32) -> Self {
         let capacity = (max_connections / 2).max(1);
         Self { locks: KeyedLocks::default(), slots: Arc::new(Semaphore::new(capacity as usize)), capacity }
+    }
+
+    /// Holds integration `id` against refreshes in this process (a disconnect takes it too).
+    pub async fn hold(&self, id: i32) -> tokio::sync::OwnedMutexGuard<()> {
+        self.locks.lock(id).await
     }
 
     /// Waits up to `patience` until no refresh is talking to a provider; `false` if some still are.
@@ -117,23 +125,30 @@ pub async fn refresh(
     let (task_vault, client, seen_access) = (vault.clone(), client.clone(), seen.access_token.clone());
     // Its own task: a caller that goes away (request timeout, client hang-up) must not cancel a
     // refresh whose provider call may already have rotated the refresh token (RFC 9700 §4.14.2).
-    let decision = tokio::spawn(async move {
+    let decision = run_to_end(async move {
         let vault = task_vault;
-        let _in_process = vault.refreshes.locks.lock(integration_id).await;
+        let _in_process = vault.refreshes.hold(integration_id).await;
         // Each refresh holds a database connection while the provider answers: never all of them.
         let _slot = vault.refreshes.slots.clone().acquire_owned().await.expect("the refresh semaphore is never closed");
         let refresh = vault.store.begin_refresh(integration_id).await?;
-        let decision = decide(&vault, &provider, refresh.current(), &seen_access).await;
-        let step = match &decision {
-            Ok(step) => step.clone(),
-            Err(error) => RefreshStep::Failed(error.as_failure()),
+        let decided_on = refresh.current().clone();
+        let decision = decide(&vault, &provider, &decided_on, &seen_access).await;
+        let (step, rotated) = match &decision {
+            Ok(answer) => (answer.step.clone(), answer.rotated.clone()),
+            Err(error) => (error.recorded(), None),
         };
         let audit = RefreshAudit { client, duration_ms: elapsed_ms(started), reason };
-        refresh.commit(&step, &audit).await?;
+        let written = commit(&vault, refresh, &decided_on, &step, &audit, rotated.is_some()).await?;
+        if written == RefreshWrite::DiscardedDisconnected
+            && let Some(orphan) = rotated
+        {
+            // Disconnected while the provider rotated: the new grant must not stay alive there.
+            revoke_orphan(&vault, &provider, integration_id, &orphan).await;
+        }
+        let decision = decision.map(|answer| answer.step);
         Ok::<_, StoreError>(decision)
     })
-    .await
-    .map_err(|error| anyhow::anyhow!("refresh task of integration {integration_id} failed: {error}"))??;
+    .await?;
     tracing::info!(duration_ms = elapsed_ms(started), outcome = outcome_name(&decision), "refresh");
     if decision.is_err() {
         // The failure may belong to a grant the user replaced meanwhile (it was then discarded):
@@ -171,6 +186,13 @@ pub async fn refresh_now(vault: &Vault, integration: &Integration, client: &Clie
     refresh(vault, token, "manual", client).await.map(|_| ())
 }
 
+/// What a refresh decided: the step to commit, and the provider's new refresh token when it
+/// rotated one (in the clear, to revoke it should the outcome find no connection to belong to).
+struct Answer {
+    step: RefreshStep,
+    rotated: Option<SecretString>,
+}
+
 /// What to do with the token as it stands under the refresh lock: nothing when someone else
 /// refreshed (or the user reconnected) while we waited, else ask the provider.
 async fn decide(
@@ -178,15 +200,21 @@ async fn decide(
     provider: &Provider,
     current: &StoredToken,
     seen_access: &str,
-) -> Result<RefreshStep, RefreshError> {
+) -> Result<Answer, RefreshError> {
     if current.access_token != seen_access || current.status == IntegrationStatus::Error {
-        return Ok(RefreshStep::AlreadyFresh);
+        return Ok(Answer { step: RefreshStep::AlreadyFresh, rotated: None });
     }
     let ciphertext = current.refresh_token.as_deref().ok_or(RefreshError::NoRefreshToken)?;
     let refresh_token =
-        vault.keys.decrypt(ciphertext, &Aad::refresh_token(current.user_id, &current.provider)).map_err(|error| {
-            tracing::error!(integration_id = current.integration_id, error = %error, "stored refresh token does not decrypt");
-            RefreshError::Undecryptable
+        vault.keys.decrypt(ciphertext, &Aad::refresh_token(current.user_id, &current.provider)).map_err(|cause| {
+            // An alert for the operator: a key is missing from OAUTH_ENCRYPTION_KEY, or the value
+            // was damaged. The user can do nothing about it, so the integration is left as it is.
+            tracing::error!(
+                integration_id = current.integration_id,
+                error = %cause,
+                "ALERT: a stored refresh token does not decrypt; check OAUTH_ENCRYPTION_KEY"
+            );
+            RefreshError::Undecryptable { integration_id: current.integration_id, cause }
         })?;
     let tokens = match client::refresh(&vault.http, provider, &refresh_token).await {
         Ok(tokens) => tokens,
@@ -196,7 +224,7 @@ async fn decide(
         Err(error) => return Err(RefreshError::ProviderUnavailable(error)),
     };
     let encrypt = |value: &SecretString, aad: Aad| vault.keys.encrypt(value.expose_secret(), &aad);
-    Ok(RefreshStep::Refreshed(RefreshedTokens {
+    let step = RefreshStep::Refreshed(RefreshedTokens {
         access_token: encrypt(&tokens.access_token, Aad::access_token(current.user_id, &current.provider)),
         // Rotating providers (Microsoft, Notion) send a new one: always keep it.
         refresh_token: tokens
@@ -207,7 +235,65 @@ async fn decide(
         expires_at: expires_at_from(Utc::now().naive_utc(), tokens.expires_in),
         scopes: tokens.scope.as_deref().map(split_scopes),
         scope: tokens.scope,
-    }))
+    });
+    Ok(Answer { step, rotated: tokens.refresh_token })
+}
+
+/// How often the write of a refresh whose provider rotated the refresh token is tried: the old
+/// one is dead at the provider, so losing the new one loses the grant.
+const ROTATED_WRITE_ATTEMPTS: u32 = 6;
+
+/// Commits `step`. When the provider rotated the refresh token and the write fails (the database
+/// restarted, a connection broke), it is tried again under a fresh lock while the row still holds
+/// the token the refresh decided on.
+async fn commit(
+    vault: &Vault,
+    refresh: Box<dyn RefreshTx>,
+    decided_on: &StoredToken,
+    step: &RefreshStep,
+    audit: &RefreshAudit,
+    rotated: bool,
+) -> Result<RefreshWrite, StoreError> {
+    let mut error = match refresh.commit(step, audit).await {
+        Ok(written) => return Ok(written),
+        Err(error) if !rotated => return Err(error),
+        Err(error) => error,
+    };
+    for attempt in 1..ROTATED_WRITE_ATTEMPTS {
+        tracing::warn!(integration_id = decided_on.integration_id, attempt, error = %error, "writing a rotated refresh token failed; retrying");
+        tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
+        let again = match vault.store.begin_refresh(decided_on.integration_id).await {
+            Ok(again) => again,
+            Err(StoreError::NotFound) => return Ok(RefreshWrite::DiscardedDisconnected),
+            Err(next) => {
+                error = next;
+                continue;
+            }
+        };
+        if again.current().access_token != decided_on.access_token {
+            // Someone connected again meanwhile: the rotated token belongs to the old grant.
+            return Ok(RefreshWrite::DiscardedReconnected);
+        }
+        match again.commit(step, audit).await {
+            Ok(written) => return Ok(written),
+            Err(next) => error = next,
+        }
+    }
+    tracing::error!(
+        integration_id = decided_on.integration_id,
+        error = %error,
+        "ALERT: a refresh token the provider rotated could not be stored; the connection may need re-authorisation"
+    );
+    Err(error)
+}
+
+/// Revokes a rotated refresh token whose connection was disconnected meanwhile (best effort).
+async fn revoke_orphan(vault: &Vault, provider: &Provider, integration_id: i32, token: &SecretString) {
+    let Some(url) = provider.revocation_url.as_deref() else { return };
+    match client::revoke(&vault.http, provider, url, token, "refresh_token").await {
+        Ok(()) => tracing::info!(integration_id, "revoked the refresh token of a refresh that outlived its connection"),
+        Err(error) => tracing::warn!(integration_id, error = %error, "could not revoke an orphaned refresh token"),
+    }
 }
 
 /// The log's name of a refresh outcome.

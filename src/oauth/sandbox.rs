@@ -64,9 +64,20 @@ pub fn emulators(public_base_url: &str) -> (axum::Router, EmulatorBases) {
     (router, bases)
 }
 
+/// The providers the emulators stand in for.
+const EMULATED: [&str; 4] = ["google", "youtube", "microsoft", "notion"];
+
 /// Points the four built-ins at the emulators at `bases`, with the sandbox credentials; every
-/// other field (scopes, quirks, identity mapping) stays as configured.
+/// other field (scopes, quirks, identity mapping) stays as configured. Any other provider loses
+/// its credentials: in the sandbox nothing talks to a real provider.
 pub fn point_at_emulators(providers: &mut Providers, bases: &EmulatorBases) {
+    let others: Vec<String> =
+        providers.iter().map(|p| p.name.clone()).filter(|name| !EMULATED.contains(&name.as_str())).collect();
+    for name in others {
+        if let Some(provider) = providers.get_mut(&name) {
+            provider.credentials = None;
+        }
+    }
     let credentials = |flavor| {
         let (client_id, client_secret) = credentials(flavor);
         Some(Credentials { client_id: client_id.to_owned(), client_secret: client_secret.to_owned().into() })
@@ -84,6 +95,8 @@ pub fn point_at_emulators(providers: &mut Providers, bases: &EmulatorBases) {
     if let Some(provider) = providers.get_mut("google") {
         provider.userinfo_url = Some(format!("{google}/userinfo"));
         provider.jwks_uri = Some(format!("{google}/jwks"));
+        // The emulator, like Google, also writes its issuer without the scheme.
+        provider.issuer_aliases = google.split_once("://").map(|(_, bare)| vec![bare.to_owned()]).unwrap_or_default();
     }
     if let Some(provider) = providers.get_mut("youtube") {
         provider.identity.url = Some(format!("{google}/youtube/v3/channels?part=snippet&mine=true"));

@@ -18,6 +18,9 @@ pub struct HandOut {
     pub scopes: Vec<String>,
     pub integration_id: i32,
     pub provider: String,
+    /// A refresh was due and failed for a reason that may pass (the provider is down): this is
+    /// the current token, still valid, handed out meanwhile.
+    pub refresh_failed: Option<RefreshError>,
 }
 
 /// Why no token was handed out.
@@ -52,6 +55,7 @@ pub async fn hand_out(
     client: &ClientInfo,
 ) -> Result<HandOut, HandOutError> {
     let now = Utc::now().naive_utc();
+    let mut refresh_failed = None;
     let stored = match stored.status {
         IntegrationStatus::Error => return Err(HandOutError::NeedsReauth),
         IntegrationStatus::Revoked => return Err(HandOutError::Disconnected),
@@ -60,7 +64,18 @@ pub async fn hand_out(
         }
         // Nothing to renew it with, but still valid: the caller gets what there is.
         _ if stored.refresh_token.is_none() && stored.expires_at > now => stored,
-        _ if expires_within(&stored, min_ttl) => refresh::refresh(vault, stored, "hand_out", client).await?,
+        _ if expires_within(&stored, min_ttl) => {
+            match refresh::refresh(vault, stored.clone(), "hand_out", client).await {
+                Ok(refreshed) => refreshed,
+                // A provider outage must not break a token that still works: hand it out and say so.
+                Err(error) if error.is_temporary() && stored.expires_at > Utc::now().naive_utc() => {
+                    tracing::warn!(integration_id = stored.integration_id, error = %error, "refresh failed; handing out the current token");
+                    refresh_failed = Some(error);
+                    stored
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
         _ => stored,
     };
     let access_token =
@@ -75,6 +90,7 @@ pub async fn hand_out(
         scopes: stored.scope.as_deref().map(super::grant::split_scopes).unwrap_or_default(),
         integration_id: stored.integration_id,
         provider: stored.provider,
+        refresh_failed,
     })
 }
 

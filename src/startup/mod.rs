@@ -2,6 +2,7 @@
 //! tasks, shut down gracefully.
 
 mod secrets;
+pub mod server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ pub use secrets::Secrets;
 
 use crate::auth::JwtVerifier;
 use crate::config::{Config, DatabaseKind};
+use crate::http::limits::RateLimits;
 use crate::oauth::refresh::Refreshes;
 use crate::oauth::{Providers, Vault};
 use crate::state::AppState;
@@ -55,12 +57,14 @@ pub async fn build_state(config: Config, providers: Providers, secrets: Secrets)
         jwks: Arc::default(),
         usage: Arc::default(),
     };
+    let limits = Arc::new(RateLimits::new(&config.limits));
     Ok(AppState {
         config,
         vault,
         jwt: Arc::new(JwtVerifier::new(&secrets.jwt_secret)),
         service_keys: Arc::new(secrets.service_keys),
         roles: Arc::default(),
+        limits,
     })
 }
 
@@ -93,10 +97,7 @@ pub async fn serve(state: AppState, sandbox: Option<axum::Router>) -> anyhow::Re
     if let Some(sandbox) = sandbox {
         app = app.nest(crate::oauth::sandbox::PREFIX, sandbox);
     }
-    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP");
+    let served = server::run(listener, app, &vault.config.http, shutdown_signal()).await.context("serving HTTP");
     // A refresh whose caller already went away runs detached; stopping it mid-call could lose a
     // rotated refresh token.
     if !vault.refreshes.wait_idle(vault.config.provider_timeout() * 2).await {
@@ -119,19 +120,22 @@ pub fn spawn_background(
     let flusher =
         tokio::spawn(crate::oauth::usage::run_flusher(vault.usage.clone(), vault.store.clone(), stopped.clone()));
     let refresher = tokio::spawn(crate::oauth::refresher::run(vault.clone(), stopped.clone()));
-    let purge = tokio::spawn(purge_expired_states(vault.clone(), stopped));
+    let purge = tokio::spawn(purge_expired_states(state.clone(), stopped));
     vec![flusher, refresher, purge]
 }
 
-async fn purge_expired_states(vault: Vault, mut stopped: tokio::sync::watch::Receiver<bool>) {
-    // Expired states are useless; keep a day of them for investigations.
+/// Purges expired states every `purge_interval_seconds`, once they have been expired for
+/// `keep_expired_seconds`, and lets the rate limiters forget idle clients.
+async fn purge_expired_states(state: AppState, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let flow = state.config.flow.clone();
     loop {
         tokio::select! {
-            () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {},
+            () = tokio::time::sleep(std::time::Duration::from_secs(flow.purge_interval_seconds.max(1))) => {},
             _ = stopped.changed() => return,
         }
-        let cutoff = chrono::Utc::now().naive_utc() - chrono::Duration::days(1);
-        match vault.store.delete_expired_states(cutoff).await {
+        state.limits.forget_idle();
+        let cutoff = chrono::Utc::now().naive_utc() - chrono::Duration::seconds(flow.keep_expired_seconds as i64);
+        match state.vault.store.delete_expired_states(cutoff).await {
             Ok(deleted) if deleted > 0 => tracing::info!(deleted, "purged expired authorization states"),
             Ok(_) => {}
             Err(error) => tracing::warn!(error = %error, "could not purge expired states"),

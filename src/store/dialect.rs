@@ -26,6 +26,9 @@ pub trait Dialect: Database {
     /// Reads the integration a revoke changes (`RevokedIntegrationRow`), holding its row until
     /// the transaction ends.
     const LOCK_FOR_REVOKE: &'static str;
+    /// Reads the provider account of a user's integration with a provider before a connect
+    /// writes it, holding its row, so two callbacks of one user cannot both decide on it.
+    const LOCK_FOR_CONNECT: &'static str;
     /// Reads an integration's status before a refresh outcome is written, holding its row.
     const LOCK_FOR_REFRESH_OUTCOME: &'static str;
     /// Takes the lock usage writes need on an integration before they touch its token row, so

@@ -52,12 +52,16 @@ impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &error {
             let code = db.code();
-            // PostgreSQL lock_not_available (lock_timeout) and deadlock_detected; SQLite's BUSY and
-            // LOCKED, whose extended codes keep the primary code in the low byte.
-            let sqlite_busy = code.as_deref().and_then(|code| code.parse::<i32>().ok()).is_some_and(|code| {
-                matches!(code & 0xff, 5 | 6) // SQLITE_BUSY, SQLITE_LOCKED
-            });
-            if matches!(code.as_deref(), Some("55P03" | "40P01")) || sqlite_busy {
+            // SQLite's BUSY and LOCKED (its extended codes keep the primary code in the low byte);
+            // only SQLite's codes are numbers of that kind (PostgreSQL's 22021 is not a BUSY).
+            let sqlite_busy = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+                && code.as_deref().and_then(|code| code.parse::<i32>().ok()).is_some_and(|code| {
+                    matches!(code & 0xff, 5 | 6) // SQLITE_BUSY, SQLITE_LOCKED
+                });
+            // PostgreSQL lock_not_available (lock_timeout) and deadlock_detected.
+            let postgres_busy = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some()
+                && matches!(code.as_deref(), Some("55P03" | "40P01"));
+            if sqlite_busy || postgres_busy {
                 return Self::Busy;
             }
             let constraint = db.constraint().unwrap_or_default();
@@ -140,6 +144,9 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_state(&self, state: &NewState) -> StoreResult<()>;
     /// Looks a state up by the hash of its value (used or not, expired or not).
     async fn find_state(&self, state_hash: &str) -> StoreResult<Option<StateRecord>>;
+    /// How many unused states of `user_id` have not expired at `now`, and when the first of them
+    /// expires.
+    async fn open_states(&self, user_id: i32, now: NaiveDateTime) -> StoreResult<(i64, Option<NaiveDateTime>)>;
     /// Marks a state used; `false` when it was already used or has expired (single use).
     async fn consume_state(&self, id: i32, now: NaiveDateTime) -> StoreResult<bool>;
     /// Deletes states that expired before `cutoff`; returns how many.
@@ -192,7 +199,7 @@ pub trait RefreshTx: Send {
     fn current(&self) -> &StoredToken;
     /// Writes the outcome and its audit row (nothing for `AlreadyFresh`, and nothing when the
     /// connection was disconnected or reconnected meanwhile), then releases the lock.
-    async fn commit(self: Box<Self>, step: &RefreshStep, audit: &RefreshAudit) -> StoreResult<()>;
+    async fn commit(self: Box<Self>, step: &RefreshStep, audit: &RefreshAudit) -> StoreResult<RefreshWrite>;
 }
 
 /// Opens the database at `url` with a pool of `max_connections`.

@@ -228,6 +228,17 @@ pub enum RefreshStep {
     Failed(RefreshFailure),
 }
 
+/// What became of a refresh outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshWrite {
+    /// Written (or, for `AlreadyFresh`, nothing to write).
+    Written,
+    /// Discarded: the integration was disconnected meanwhile; its new tokens belong to nobody.
+    DiscardedDisconnected,
+    /// Discarded: the user connected again meanwhile; the new connection stays as it is.
+    DiscardedReconnected,
+}
+
 /// Facts the store records with a refresh.
 #[derive(Clone, Debug)]
 pub struct RefreshAudit {

@@ -21,6 +21,8 @@ impl Dialect for Postgres {
     const KIND: DatabaseKind = DatabaseKind::Postgres;
     const LOCK_FOR_REVOKE: &'static str =
         "SELECT user_id, provider, status, scopes FROM oauth_integrations WHERE id = $1 FOR UPDATE";
+    const LOCK_FOR_CONNECT: &'static str =
+        "SELECT provider_user_id FROM oauth_integrations WHERE user_id = $1 AND provider = $2 FOR UPDATE";
     const LOCK_FOR_REFRESH_OUTCOME: &'static str =
         "SELECT status FROM oauth_integrations WHERE id = $1 FOR NO KEY UPDATE";
     // The audit row's foreign key takes this share lock anyway; taking it first keeps the order.

@@ -5,8 +5,8 @@ use chrono::NaiveDateTime;
 use serde_json::json;
 
 use super::models::{
-    AuditAction, AuditEntry, ClientInfo, ConnectRecord, ProviderRevocation, RefreshAudit, RefreshStep, RevokeRecord,
-    StoredToken, UsageDelta,
+    AuditAction, AuditEntry, ClientInfo, ConnectRecord, ProviderRevocation, RefreshAudit, RefreshStep, RefreshWrite,
+    RevokeRecord, StoredToken, UsageDelta,
 };
 
 /// A stored refresh token survives a reconnect without a new one only for the same provider
@@ -36,8 +36,12 @@ pub fn connect_entry(integration_id: i32, record: &ConnectRecord, reconnected: b
 /// Whether a refresh outcome may be written. A connection disconnected (`revoked`) or reconnected
 /// (its access token replaced) while the provider answered belongs to a grant that is gone: the
 /// outcome must not touch it.
-pub fn refresh_outcome_applies(status: Option<&str>, still_current: bool) -> bool {
-    status != Some("revoked") && still_current
+pub fn refresh_outcome_applies(status: Option<&str>, still_current: bool) -> RefreshWrite {
+    match (status, still_current) {
+        (None | Some("revoked"), _) => RefreshWrite::DiscardedDisconnected,
+        (_, false) => RefreshWrite::DiscardedReconnected,
+        _ => RefreshWrite::Written,
+    }
 }
 
 /// The audit row of a refresh outcome: `refresh` when it worked, `error` when it failed, none when

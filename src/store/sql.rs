@@ -54,16 +54,16 @@ pub const FIND_STATE: &str =
                 expires_at, is_used
              FROM oauth_state WHERE state_token = $1";
 
+/// A user's unused, unexpired states: how many, and the first expiry.
+pub const OPEN_STATES: &str =
+    "SELECT COUNT(*), MIN(expires_at) FROM oauth_state WHERE user_id = $1 AND is_used = false AND expires_at > $2";
+
 /// Spends a state once, if unused and unexpired (RFC 9700 §2.1.1).
 pub const CONSUME_STATE: &str = "UPDATE oauth_state SET is_used = true, used_at = $2
              WHERE id = $1 AND is_used = false AND expires_at > $2 RETURNING id";
 
 /// Purges expired states.
 pub const DELETE_EXPIRED_STATES: &str = "DELETE FROM oauth_state WHERE expires_at < $1 RETURNING id";
-
-/// The provider account of a user's existing integration with a provider.
-pub const PREVIOUS_ACCOUNT: &str =
-    "SELECT provider_user_id FROM oauth_integrations WHERE user_id = $1 AND provider = $2";
 
 /// Creates or reconnects the one integration per `(user_id, provider)`.
 pub const UPSERT_INTEGRATION: &str =

@@ -18,8 +18,8 @@ use super::rows::{
 };
 use super::{
     AuditEntry, AuditEvent, AuditQuery, ConnectRecord, Consent, DatabaseKind, Integration, IntegrationFilter,
-    KeyedLocks, NewState, RefreshAudit, RefreshStep, RefreshTx, RevokeRecord, ScopeEntry, StateRecord, StatusCounts,
-    Store, StoreError, StoreResult, StoredToken, UsageDelta, rules, sql,
+    KeyedLocks, NewState, RefreshAudit, RefreshStep, RefreshTx, RefreshWrite, RevokeRecord, ScopeEntry, StateRecord,
+    StatusCounts, Store, StoreError, StoreResult, StoredToken, UsageDelta, rules, sql,
 };
 
 /// A Rust type that database `D` both binds and reads.
@@ -101,9 +101,9 @@ where
         current: &StoredToken,
         step: &RefreshStep,
         audit: &RefreshAudit,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<RefreshWrite> {
         let now = Utc::now().naive_utc();
-        let Some(entry) = rules::refresh_entry(current, step, audit, now) else { return Ok(()) };
+        let Some(entry) = rules::refresh_entry(current, step, audit, now) else { return Ok(RefreshWrite::Written) };
         // Integration row first, then its token row: the order every writer uses (no deadlocks).
         let status: Option<String> = sqlx::query_scalar(D::LOCK_FOR_REFRESH_OUTCOME)
             .bind(current.integration_id)
@@ -114,15 +114,17 @@ where
             .bind(&current.access_token)
             .fetch_optional(&mut **tx)
             .await?;
-        if !rules::refresh_outcome_applies(status.as_deref(), still_current.is_some()) {
+        let write = rules::refresh_outcome_applies(status.as_deref(), still_current.is_some());
+        if write != RefreshWrite::Written {
             tracing::info!(
                 integration_id = current.integration_id,
+                ?write,
                 "refresh outcome discarded: the connection changed meanwhile"
             );
-            return Ok(());
+            return Ok(write);
         }
         match step {
-            RefreshStep::AlreadyFresh => return Ok(()),
+            RefreshStep::AlreadyFresh => return Ok(write),
             RefreshStep::Refreshed(tokens) => {
                 sqlx::query(sql::STORE_REFRESHED_TOKENS)
                     .bind(current.integration_id)
@@ -151,7 +153,8 @@ where
                     .await?;
             }
         }
-        Self::insert_audit(tx, &entry).await
+        Self::insert_audit(tx, &entry).await?;
+        Ok(write)
     }
 
     /// Adds one integration-minute of hand-outs to its token and its `api_call` row.
@@ -286,6 +289,10 @@ where
         Ok(row.map(Into::into))
     }
 
+    async fn open_states(&self, user_id: i32, now: NaiveDateTime) -> StoreResult<(i64, Option<NaiveDateTime>)> {
+        Ok(sqlx::query_as(sql::OPEN_STATES).bind(user_id).bind(now).fetch_one(&self.pool).await?)
+    }
+
     async fn consume_state(&self, id: i32, now: NaiveDateTime) -> StoreResult<bool> {
         let spent: Option<i32> =
             sqlx::query_scalar(sql::CONSUME_STATE).bind(id).bind(now).fetch_optional(&self.pool).await?;
@@ -300,7 +307,7 @@ where
 
     async fn complete_connect(&self, record: &ConnectRecord) -> StoreResult<Integration> {
         let mut tx = D::begin_write(&self.pool).await?;
-        let previous_account: Option<Option<String>> = sqlx::query_scalar(sql::PREVIOUS_ACCOUNT)
+        let previous_account: Option<Option<String>> = sqlx::query_scalar(D::LOCK_FOR_CONNECT)
             .bind(record.user_id)
             .bind(&record.provider)
             .fetch_optional(&mut *tx)
@@ -502,15 +509,15 @@ where
         &self.current
     }
 
-    async fn commit(self: Box<Self>, step: &RefreshStep, audit: &RefreshAudit) -> StoreResult<()> {
+    async fn commit(self: Box<Self>, step: &RefreshStep, audit: &RefreshAudit) -> StoreResult<RefreshWrite> {
         let Self { pool, hold, current } = *self;
         // The in-process lock, where that is the lock, is held until the outcome is written.
         let (mut tx, _held) = match hold {
             RefreshHold::Transaction(tx) => (tx, None),
             RefreshHold::InProcess(guard) => (D::begin_write(&pool).await?, Some(guard)),
         };
-        SqlStore::<D>::apply_refresh(&mut tx, &current, step, audit).await?;
+        let write = SqlStore::<D>::apply_refresh(&mut tx, &current, step, audit).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(write)
     }
 }

@@ -20,6 +20,8 @@ impl Dialect for Sqlite {
     // No row locks: `BEGIN IMMEDIATE` already holds the database's only write lock.
     const LOCK_FOR_REVOKE: &'static str =
         "SELECT user_id, provider, status, scopes FROM oauth_integrations WHERE id = $1";
+    const LOCK_FOR_CONNECT: &'static str =
+        "SELECT provider_user_id FROM oauth_integrations WHERE user_id = $1 AND provider = $2";
     const LOCK_FOR_REFRESH_OUTCOME: &'static str = "SELECT status FROM oauth_integrations WHERE id = $1";
     const LOCK_FOR_USAGE: &'static str = "SELECT id FROM oauth_integrations WHERE id = $1";
 
@@ -30,10 +32,12 @@ impl Dialect for Sqlite {
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        if let Some(parent) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
+        let file = options.get_filename();
+        if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .map_err(|error| anyhow::anyhow!("creating {}: {error}", parent.display()))?;
         }
+        create_private(file).map_err(|error| anyhow::anyhow!("creating {}: {error}", file.display()))?;
         SqlitePoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
@@ -64,6 +68,23 @@ impl Dialect for Sqlite {
         // SQLite cannot drop a CHECK constraint without rebuilding every table; the embedded
         // store is for trying the service, so it keeps the four built-ins.
         anyhow::bail!("custom providers need PostgreSQL: SQLite cannot relax the schema's provider constraints")
+    }
+}
+
+/// Creates the database file readable by its owner only (SQLite gives its `-wal` and `-shm` files
+/// the same mode): it holds ciphertexts, audit data and e-mail addresses.
+fn create_private(file: &std::path::Path) -> std::io::Result<()> {
+    if file.as_os_str().is_empty() || file == std::path::Path::new(":memory:") {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(file) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error),
     }
 }
 

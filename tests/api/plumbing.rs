@@ -76,6 +76,10 @@ fn the_flow_cookie_follows_a_public_base_url_with_a_path() {
     })
     .unwrap();
     assert_eq!(oauth_manager::http::flow::flow_cookie_path(&config), "/oam/api/v1/oauth/callback");
+    assert!(
+        oauth_manager::http::flow::flow_cookie_name(&config, "state").starts_with("oam_flow_"),
+        "no __Host- below a path"
+    );
     assert_eq!(config.callback_url(Some("google")), "https://apps.example.com/oam/api/v1/oauth/callback/google");
     std::fs::remove_dir_all(data_dir).ok();
 }
@@ -116,4 +120,15 @@ async fn a_busy_database_is_503_busy_on_every_endpoint_that_reads_integrations()
     blocker.execute("ROLLBACK").await.unwrap();
     let response = app.get("/api/v1/oauth/integrations", Some(&user.token)).await;
     assert_eq!(response.status(), 200, "served again once the lock is gone");
+}
+
+#[test]
+fn at_an_https_root_the_flow_cookie_is_host_prefixed() {
+    let config = oauth_manager::config::Config::load(&|name| {
+        (name == "PUBLIC_BASE_URL").then(|| "https://oauth.example.com".to_owned())
+    })
+    .unwrap();
+    // RFC 6265bis: __Host- cookies must be Secure, Path=/ and without Domain (set by /initiate).
+    assert!(oauth_manager::http::flow::flow_cookie_name(&config, "state").starts_with("__Host-oam_flow_"));
+    assert_eq!(oauth_manager::http::flow::flow_cookie_path(&config), "/");
 }

@@ -207,7 +207,7 @@ fn audit() -> RefreshAudit {
 }
 
 /// One refresh as the service runs it: take the lock, decide, commit the decision.
-async fn refresh(store: &Arc<dyn Store>, id: i32, step: RefreshStep) -> StoreResult<()> {
+async fn refresh(store: &Arc<dyn Store>, id: i32, step: RefreshStep) -> StoreResult<RefreshWrite> {
     let refresh = store.begin_refresh(id).await?;
     refresh.commit(&step, &audit()).await
 }
@@ -459,7 +459,8 @@ async fn a_refresh_finishing_after_a_disconnect_changes_nothing(backend: Backend
         now: now(),
     };
     assert!(store.revoke_integration(id, &record).await.unwrap());
-    refresh.commit(&refreshed("v1:k1:late-access", Some("v1:k1:late-refresh")), &audit()).await.unwrap();
+    let write = refresh.commit(&refreshed("v1:k1:late-access", Some("v1:k1:late-refresh")), &audit()).await.unwrap();
+    assert_eq!(write, RefreshWrite::DiscardedDisconnected, "the caller learns its new tokens belong to nobody");
     let after = store.get_integration(id).await.unwrap().unwrap();
     assert_eq!(after.status, IntegrationStatus::Revoked, "the late refresh does not revive it");
     assert!(store.get_token(id).await.unwrap().is_none(), "nor recreate its tokens");
@@ -474,7 +475,7 @@ async fn a_refresh_finishing_after_a_reconnect_keeps_the_new_connection(backend:
     again.access_token = "v1:k1:reconnected-access".into();
     store.complete_connect(&again).await.unwrap();
     let old_grant = RefreshStep::Failed(RefreshFailure { needs_reauth: true, message: "old grant".into() });
-    refresh.commit(&old_grant, &audit()).await.unwrap();
+    assert_eq!(refresh.commit(&old_grant, &audit()).await.unwrap(), RefreshWrite::DiscardedReconnected);
     let after = store.get_integration(integration.id).await.unwrap().unwrap();
     assert_eq!(after.status, IntegrationStatus::Active, "the old grant's failure does not mark the new one");
     assert_eq!(store.get_token(integration.id).await.unwrap().unwrap().access_token, "v1:k1:reconnected-access");

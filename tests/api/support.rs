@@ -184,8 +184,9 @@ impl TestApp {
         if let Some(emulators) = emulators {
             app = app.nest(sandbox::PREFIX, emulators);
         }
+        let limits = state.config.http.clone();
         tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
+            oauth_manager::startup::server::run(listener, app, &limits, std::future::pending()).await.unwrap();
         });
         Self::running(address, state)
     }

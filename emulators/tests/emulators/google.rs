@@ -232,6 +232,20 @@ async fn the_id_token_verifies_against_the_jwks_even_after_key_rotation() {
 }
 
 #[tokio::test]
+async fn id_tokens_alternate_googles_two_documented_issuer_forms() {
+    let google = start(Flavor::Google).await;
+    let mut issuers = Vec::new();
+    for _ in 0..2 {
+        let (code, verifier) = authorize(&google, "openid", &[]).await;
+        let (_, body) = exchange(&google, &code, &verifier).await;
+        let claims = verify_id_token(&google, body["id_token"].as_str().unwrap()).await.unwrap();
+        issuers.push(claims["iss"].as_str().unwrap().to_owned());
+    }
+    let issuer = google.endpoints().issuer.unwrap();
+    assert_eq!(issuers, [issuer.clone(), issuer.trim_start_matches("http://").to_owned()]);
+}
+
+#[tokio::test]
 async fn id_token_faults_are_caught_by_a_verifier() {
     let google = start(Flavor::Google).await;
     for fault in [IdTokenFault::WrongKey, IdTokenFault::Expired, IdTokenFault::WrongAudience, IdTokenFault::WrongIssuer]

@@ -53,7 +53,8 @@ pub async fn token_request(emulator: &RunningEmulator, params: &[(&str, &str)]) 
     (status, response.json().await.unwrap())
 }
 
-/// Verifies an ID token against the emulator's JWKS, checking `iss`, `aud` and `exp`.
+/// Verifies an ID token against the emulator's JWKS, checking `iss` (either of Google's two
+/// documented forms: the issuer URL, or the same without its scheme), `aud` and `exp`.
 pub async fn verify_id_token(emulator: &RunningEmulator, id_token: &str) -> jsonwebtoken::errors::Result<Value> {
     let endpoints = emulator.endpoints();
     let jwks: JwkSet = client().get(endpoints.jwks_uri.unwrap()).send().await.unwrap().json().await.unwrap();
@@ -62,6 +63,8 @@ pub async fn verify_id_token(emulator: &RunningEmulator, id_token: &str) -> json
     let key = DecodingKey::from_jwk(jwk)?;
     let mut validation = Validation::new(Algorithm::RS256);
     validation.set_audience(&[CLIENT_ID]);
-    validation.set_issuer(&[endpoints.issuer.unwrap()]);
+    let issuer = endpoints.issuer.unwrap();
+    let bare = issuer.split_once("://").map(|(_, bare)| bare.to_owned()).unwrap();
+    validation.set_issuer(&[issuer, bare]);
     Ok(jsonwebtoken::decode::<Value>(id_token, &key, &validation)?.claims)
 }

@@ -104,24 +104,28 @@ async fn callback_rejects_an_unknown_state(backend: Backend) {
     h.assert_nothing_written("unknown state").await;
 }
 
-async fn callback_rejects_another_users_browser_and_leaves_the_state_usable(backend: Backend) {
+async fn callback_rejects_another_users_browser_and_spends_the_state(backend: Backend) {
     let h = Harness::start(backend).await;
     let mallory = h.app.user("mallory@example.com").await;
-    let flow = h.initiated("google", json!({})).await;
-    let callback = h.approve(flow["authorization_url"].as_str().unwrap(), None, None).await;
-
-    let by_header = h.app.client.get(&callback).bearer_auth(&mallory.token).send().await.unwrap();
-    problem(by_header, 400, "state_user_mismatch").await;
-    let by_cookie =
-        h.app.client.get(&callback).header("cookie", format!("access_token={}", mallory.token)).send().await.unwrap();
-    problem(by_cookie, 400, "state_user_mismatch").await;
+    for by_cookie in [false, true] {
+        let flow = h.initiated("google", json!({})).await;
+        let callback = h.approve(flow["authorization_url"].as_str().unwrap(), None, None).await;
+        let request = h.app.client.get(&callback);
+        let request = if by_cookie {
+            request.header("cookie", format!("access_token={}", mallory.token))
+        } else {
+            request.bearer_auth(&mallory.token)
+        };
+        problem(request.send().await.unwrap(), 400, "state_user_mismatch").await;
+        // The refused response is spent: nobody can replay it, not even the browser that started it.
+        problem(h.callback(&callback).await, 400, "state_used").await;
+    }
     assert_eq!(h.google.handle.counters().code_exchanges, 0);
     h.assert_nothing_written("foreign browser").await;
     let mallorys = h.app.get(&format!("{API}/integrations?active_only=false"), Some(&mallory.token)).await;
     assert_eq!(json_body(mallorys, 200).await, json!([]));
-
-    let connected = json_body(h.callback(&callback).await, 200).await;
-    assert_eq!(connected["status"], "active", "the rightful user still completes: {connected}");
+    let errors = json_body(h.get("/audit?action=error").await, 200).await;
+    assert_eq!(errors["events"].as_array().unwrap().len(), 2, "each spent state is an error row: {errors}");
 }
 
 async fn callback_rejects_a_state_on_another_providers_path(backend: Backend) {
@@ -251,7 +255,7 @@ on_both_backends!(
     callback_rejects_a_replayed_state,
     callback_rejects_an_expired_state,
     callback_rejects_an_unknown_state,
-    callback_rejects_another_users_browser_and_leaves_the_state_usable,
+    callback_rejects_another_users_browser_and_spends_the_state,
     callback_rejects_a_state_on_another_providers_path,
     callback_rejects_a_mismatched_issuer,
     callback_rejects_defective_id_tokens,
@@ -272,8 +276,10 @@ async fn callback_refuses_a_browser_that_did_not_start_the_flow(backend: Backend
     problem(h.callback_from_another_browser(&callback).await, 400, "state_not_bound").await;
     assert_eq!(h.google.handle.counters().code_exchanges, 0);
     h.assert_nothing_written("forwarded authorization link").await;
-    // The browser that started it still can (the state was not consumed).
-    json_body(h.callback(&callback).await, 200).await;
+    // Spent: whoever obtains this URL (the victim's error page) cannot replay it from a browser of
+    // theirs that carries the flow cookie.
+    problem(h.callback(&callback).await, 400, "state_used").await;
+    assert_eq!(h.google.handle.counters().code_exchanges, 0);
 }
 
 async fn callback_accepts_the_same_users_access_token_cookie_instead_of_the_flow_cookie(backend: Backend) {
@@ -319,24 +325,28 @@ on_both_backends!(
 
 async fn callback_refuses_a_wrong_or_foreign_flow_cookie(backend: Backend) {
     let h = Harness::start(backend).await;
-    let mine = h.initiate("google", json!({})).await;
-    let my_cookie = super::support::flow_cookie(&mine).unwrap();
-    let mine = json_body(mine, 200).await;
     let other = h.initiate("notion", json!({})).await;
     let other_cookie = super::support::flow_cookie(&other).unwrap();
-    let callback = h.approve(mine["authorization_url"].as_str().unwrap(), None, None).await;
-
-    let (name, _) = my_cookie.split_once('=').unwrap();
-    let forged = format!("{name}=not-the-value-that-was-set");
     let (_, other_value) = other_cookie.split_once('=').unwrap();
-    let swapped = format!("{name}={other_value}");
-    for cookie in [forged, swapped, other_cookie] {
+    for case in ["forged", "swapped", "foreign"] {
+        let mine = h.initiate("google", json!({})).await;
+        let my_cookie = super::support::flow_cookie(&mine).unwrap();
+        let mine = json_body(mine, 200).await;
+        let callback = h.approve(mine["authorization_url"].as_str().unwrap(), None, None).await;
+        let (name, _) = my_cookie.split_once('=').unwrap();
+        let cookie = match case {
+            "forged" => format!("{name}=not-the-value-that-was-set"),
+            "swapped" => format!("{name}={other_value}"),
+            _ => other_cookie.clone(),
+        };
         let response = h.app.client.get(&callback).header("cookie", &cookie).send().await.unwrap();
         problem(response, 400, "state_not_bound").await;
+        let replay = h.app.client.get(&callback).header("cookie", &my_cookie).send().await.unwrap();
+        problem(replay, 400, "state_used").await;
     }
     h.assert_nothing_written("wrong flow cookies").await;
-    let response = h.app.client.get(&callback).header("cookie", &my_cookie).send().await.unwrap();
-    json_body(response, 200).await;
+    // A flow whose response reaches the right browser still connects.
+    json_body(h.attempt_connect("google").await, 200).await;
 }
 
 async fn without_browser_binding_any_browser_may_finish(backend: Backend) {

@@ -14,6 +14,7 @@ authorization_url = "{g}/authorize"
 token_url = "{g}/token"
 revocation_url = "{g}/revoke"
 issuer = "{g}"
+issuer_aliases = ["{bare}"]
 jwks_uri = "{g}/jwks"
 client_auth = "client_secret_post"
 pkce = true
@@ -23,7 +24,8 @@ default_scopes = ["openid", "email"]
 identity = {{ source = "id_token", user_id = ["/sub"], email = "/email" }}
 scopes = [{{ name = "openid", display_name = "Identity" }}, {{ name = "email", display_name = "E-mail" }}]
 "#,
-        g = google_emulator
+        g = google_emulator,
+        bare = google_emulator.trim_start_matches("http://"),
     )
 }
 

@@ -215,7 +215,8 @@ fn providers_toml(google: &str, microsoft: &str, notion: &str) -> String {
     format!(
         "{google_provider}\
          userinfo_url = \"{google}/userinfo\"\n\
-         jwks_uri = \"{google}/jwks\"\n\n\
+         jwks_uri = \"{google}/jwks\"\n\
+         issuer_aliases = [\"{google_bare}\"]\n\n\
          {youtube_provider}\
          identity = {{ url = \"{google}/youtube/v3/channels?part=snippet&mine=true\" }}\n\n\
          [providers.microsoft]\n\
@@ -229,6 +230,7 @@ fn providers_toml(google: &str, microsoft: &str, notion: &str) -> String {
          token_url = \"{notion}/v1/oauth/token\"\n\
          revocation_url = \"{notion}/v1/oauth/revoke\"\n\
          userinfo_url = \"{notion}/v1/users/me\"\n",
+        google_bare = google.trim_start_matches("http://"),
         google_provider = google_block("google"),
         youtube_provider = google_block("youtube"),
     )
