@@ -15,8 +15,8 @@ use super::providers::Provider;
 const LEEWAY_SECONDS: u64 = 60;
 /// How long a fetched JWKS is trusted before it is fetched again.
 const JWKS_TTL: Duration = Duration::from_secs(3600);
-/// An unknown `kid` triggers a re-fetch at most this often per JWKS: a rotation is picked up at
-/// once, but forged tokens with random kids cannot turn us into a JWKS-fetching amplifier.
+/// An unknown `kid` triggers a re-fetch at most this often: a rotation is picked up within it, but
+/// forged tokens with random kids cannot turn us into a JWKS-fetching amplifier.
 const REFETCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why an ID token was refused.
@@ -126,14 +126,24 @@ impl JwksCache {
 
     async fn key(&self, http: &reqwest::Client, jwks_uri: &str, kid: &str) -> Result<DecodingKey, IdTokenError> {
         let asked_at = Instant::now();
-        if let Some(found) = self.cached(jwks_uri, kid, None).await {
+        if let Some(found) = self.cached_key(jwks_uri, kid).await {
             return found;
         }
         // One fetch at a time: callers with the same unknown `kid` wait for it and then use its
         // result, instead of each fetching the JWKS again.
         let _fetching = self.fetching.lock().await;
-        if let Some(found) = self.cached(jwks_uri, kid, Some(asked_at)).await {
+        if let Some(found) = self.cached_key(jwks_uri, kid).await {
             return found;
+        }
+        let fetched_at = self.sets.read().await.get(jwks_uri).map(|cached| cached.fetched_at);
+        if let Some(fetched_at) = fetched_at {
+            if fetched_at >= asked_at {
+                // Fetched while this caller waited, and the key is not in it.
+                return Err(IdTokenError::UnknownKey);
+            }
+            // At most one fetch per interval, so forged `kid`s cannot make us hammer the provider;
+            // a real rotation waits the rest of the interval instead of failing.
+            tokio::time::sleep(REFETCH_INTERVAL.saturating_sub(fetched_at.elapsed())).await;
         }
         let keys: JwkSet = http
             .get(jwks_uri)
@@ -153,24 +163,11 @@ impl JwksCache {
         }
     }
 
-    /// The answer the cache gives for `kid`, if it gives one: the key while the set is fresh; an
-    /// unknown key when the set was fetched too recently to fetch again (or, with `fetched_since`,
-    /// was fetched while this caller waited). `None`: fetch.
-    async fn cached(
-        &self,
-        jwks_uri: &str,
-        kid: &str,
-        fetched_since: Option<Instant>,
-    ) -> Option<Result<DecodingKey, IdTokenError>> {
+    /// The key `kid` from a fresh cached set, if it is there.
+    async fn cached_key(&self, jwks_uri: &str, kid: &str) -> Option<Result<DecodingKey, IdTokenError>> {
         let sets = self.sets.read().await;
-        let cached = sets.get(jwks_uri)?;
-        if cached.fetched_at.elapsed() < JWKS_TTL
-            && let Some(jwk) = cached.keys.find(kid)
-        {
-            return Some(DecodingKey::from_jwk(jwk).map_err(|_| IdTokenError::UnknownKey));
-        }
-        let fetched_while_waiting = fetched_since.is_some_and(|since| cached.fetched_at >= since);
-        (fetched_while_waiting || cached.fetched_at.elapsed() < REFETCH_INTERVAL)
-            .then_some(Err(IdTokenError::UnknownKey))
+        let cached = sets.get(jwks_uri).filter(|cached| cached.fetched_at.elapsed() < JWKS_TTL)?;
+        let jwk = cached.keys.find(kid)?;
+        Some(DecodingKey::from_jwk(jwk).map_err(|_| IdTokenError::UnknownKey))
     }
 }

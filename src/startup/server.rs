@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
@@ -100,10 +100,23 @@ pub async fn run(
     Ok(())
 }
 
-/// Answers a connection beyond the cap with 503 and closes it.
+/// Answers a connection beyond the cap with 503 and closes it. The request head is read first (for
+/// at most a second): an answer before the request confuses clients, and closing with unread
+/// data would reset the connection.
 async fn refuse_overloaded(mut stream: TcpStream) {
     let peer = stream.peer_addr().map_or_else(|_| "unknown".to_owned(), |peer: SocketAddr| peer.to_string());
     tracing::warn!(%peer, "connection refused: too many open connections");
+    let mut head = Vec::with_capacity(1024);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut buffer = [0u8; 1024];
+        while head.len() < 16 * 1024 && !head.windows(4).any(|window| window == b"\r\n\r\n") {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => head.extend_from_slice(&buffer[..read]),
+            }
+        }
+    })
+    .await;
     let _ = stream.write_all(&overloaded()).await;
     let _ = stream.shutdown().await;
 }

@@ -147,3 +147,15 @@ async fn a_roles_query_that_fails_stops_start_up() {
     let error = oauth_manager::startup::build_state(config, providers, secrets).await.err().expect("start-up refuses");
     assert!(format!("{error:#}").contains("OAUTH_ROLES_QUERY"), "{error:#}");
 }
+
+#[tokio::test]
+async fn a_jwt_that_is_not_valid_yet_is_refused() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let user = app.user("early@example.com").await;
+    let now = chrono::Utc::now().timestamp();
+    let claims = serde_json::json!({
+        "user_id": user.id, "type": "access", "sub": "early@example.com", "exp": now + 7200, "nbf": now + 3600,
+    });
+    let token = crate::support::sign(&claims, crate::support::JWT_SECRET);
+    expect_problem(app.get("/api/v1/oauth/integrations", Some(&token)).await, 401, "authentication_required").await;
+}

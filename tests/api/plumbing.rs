@@ -132,3 +132,17 @@ fn at_an_https_root_the_flow_cookie_is_host_prefixed() {
     assert!(oauth_manager::http::flow::flow_cookie_name(&config, "state").starts_with("__Host-oam_flow_"));
     assert_eq!(oauth_manager::http::flow::flow_cookie_path(&config), "/");
 }
+
+#[tokio::test]
+async fn oversized_request_targets_and_headers_are_problem_json() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let long_query = format!("/healthz?x={}", "a".repeat(10_000));
+    expect_problem(app.get(&long_query, None).await, 414, "uri_too_long").await;
+    let big = "b".repeat(8_000);
+    let mut request = app.client.get(app.url("/healthz"));
+    for name in ["x-one", "x-two", "x-three", "x-four", "x-five"] {
+        request = request.header(name, &big);
+    }
+    expect_problem(request.send().await.unwrap(), 431, "headers_too_large").await;
+    assert_eq!(app.get("/healthz", None).await.status(), 200);
+}

@@ -522,3 +522,15 @@ async fn one_unwritable_usage_entry_does_not_stop_counting_the_others(backend: B
 }
 
 on_both_backends!(one_unwritable_usage_entry_does_not_stop_counting_the_others);
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_sqlite_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let url = crate::support::fresh_sqlite_url();
+    let store = SqliteStore::connect(&url, 2).await.unwrap();
+    store.migrate().await.unwrap();
+    let file = url.trim_start_matches("sqlite://");
+    let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "it holds ciphertexts, e-mail addresses and the audit trail");
+}

@@ -1,12 +1,14 @@
 //! The connect flow end to end against the provider emulators: each provider's life cycle, the
 //! attacks the flow refuses, isolation between users, refresh concurrency across apps, and resilience
-//! (failing providers, key rotation, the background tasks, the sandbox).
+//! (failing providers, key rotation, the background tasks, the sandbox), and the audit's findings
+//! (hardening).
 
 mod attacks;
 mod bad_input;
 mod concurrency;
 mod custom_provider;
 mod google;
+mod hardening;
 mod isolation;
 mod microsoft;
 mod notion;

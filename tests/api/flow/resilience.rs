@@ -26,22 +26,6 @@ where
     false
 }
 
-/// Moves the stored token's timestamps, as time passing would (`None` keeps `expires_at`).
-async fn set_token_times(h: &Harness, id: i64, expires_in_seconds: Option<i64>, written_seconds_ago: i64) {
-    let now = chrono::Utc::now().naive_utc();
-    let expires_at = expires_in_seconds.map(|seconds| now + chrono::Duration::seconds(seconds));
-    let updated_at = now - chrono::Duration::seconds(written_seconds_ago);
-    let sql =
-        "UPDATE oauth_tokens SET expires_at = COALESCE($2, expires_at), updated_at = $3 WHERE integration_id = $1";
-    if h.database_url.starts_with("postgres") {
-        let pool = sqlx::PgPool::connect(&h.database_url).await.unwrap();
-        sqlx::query(sql).bind(id as i32).bind(expires_at).bind(updated_at).execute(&pool).await.unwrap();
-    } else {
-        let pool = sqlx::SqlitePool::connect(&h.database_url).await.unwrap();
-        sqlx::query(sql).bind(id as i32).bind(expires_at).bind(updated_at).execute(&pool).await.unwrap();
-    }
-}
-
 async fn a_failing_provider_refresh_is_502_and_keeps_the_integration_usable(backend: Backend) {
     let h = Harness::start(backend).await;
     let id = h.connect("microsoft").await;
@@ -107,7 +91,7 @@ async fn a_rejected_notion_token_is_refreshed_on_request(backend: Backend) {
     h.notion.handle.expire_access_tokens();
     assert!(!h.notion.handle.is_access_token_live(&before));
     // A minute later the backend calls Notion, gets 401, and asks for a fresh token.
-    set_token_times(&h, id, None, 60).await;
+    h.set_token_times(id, None, 60).await;
     assert_eq!(h.integration(id).await["expires_at"], Value::Null, "still the never-expires sentinel");
     let path = format!("{API}/integrations/{id}/token?force_refresh=true");
     let after = json_body(crate::flow::support::service_get(&h.app, &path).await, 200).await;
@@ -148,7 +132,7 @@ async fn the_proactive_refresher_renews_tokens_before_they_expire() {
     let path = config_file("[refresh]\ninterval_seconds = 1\nlead_seconds = 300\nconcurrency = 2\n");
     let h = Harness::start_with(Backend::Postgres, |config| config.set("OAUTH_CONFIG_FILE", path)).await;
     let id = h.connect("google").await;
-    set_token_times(&h, id, Some(120), 3000).await;
+    h.set_token_times(id, Some(120), 3000).await;
     let renewed = eventually(6, || async {
         let integration = h.integration(id).await;
         let expires_at: chrono::DateTime<chrono::Utc> = integration["expires_at"].as_str().unwrap().parse().unwrap();

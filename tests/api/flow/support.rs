@@ -107,6 +107,11 @@ impl Harness {
         request.send().await.unwrap()
     }
 
+    /// The `Cookie` header of the browser that initiated: every flow cookie `/initiate` set.
+    pub fn flow_cookies(&self) -> String {
+        self.browser_cookies.lock().unwrap().join("; ")
+    }
+
     /// Another browser (the victim of a forwarded authorization link) arrives at `url`.
     pub async fn callback_from_another_browser(&self, url: &str) -> Response {
         self.app.client.get(url).send().await.unwrap()
@@ -172,6 +177,34 @@ impl Harness {
     /// All the harness user's integrations, revoked ones included.
     pub async fn all_integrations(&self) -> Value {
         json_body(self.get("/integrations?active_only=false").await, 200).await
+    }
+
+    /// Moves the stored token's timestamps, as time passing would (`None` keeps `expires_at`).
+    pub async fn set_token_times(&self, id: i64, expires_in_seconds: Option<i64>, written_seconds_ago: i64) {
+        let now = chrono::Utc::now().naive_utc();
+        let expires_at = expires_in_seconds.map(|seconds| now + chrono::Duration::seconds(seconds));
+        let updated_at = now - chrono::Duration::seconds(written_seconds_ago);
+        let sql =
+            "UPDATE oauth_tokens SET expires_at = COALESCE($2, expires_at), updated_at = $3 WHERE integration_id = $1";
+        if self.database_url.starts_with("postgres") {
+            let pool = sqlx::PgPool::connect(&self.database_url).await.unwrap();
+            sqlx::query(sql).bind(id as i32).bind(expires_at).bind(updated_at).execute(&pool).await.unwrap();
+        } else {
+            let pool = sqlx::SqlitePool::connect(&self.database_url).await.unwrap();
+            sqlx::query(sql).bind(id as i32).bind(expires_at).bind(updated_at).execute(&pool).await.unwrap();
+        }
+    }
+
+    /// How many rows `table` holds (a name from the schema, never input).
+    pub async fn count_rows(&self, table: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"));
+        if self.database_url.starts_with("postgres") {
+            let pool = sqlx::PgPool::connect(&self.database_url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap()
+        } else {
+            let pool = sqlx::SqlitePool::connect(&self.database_url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap()
+        }
     }
 
     /// Asserts a refused flow wrote nothing: no integration, no `connect` audit event.
