@@ -134,6 +134,8 @@ pub struct LimitSettings {
     /// Per client address as the service sees it (behind a proxy: the proxy's).
     pub initiate_per_address_per_minute: u32,
     pub callback_per_address_per_minute: u32,
+    /// Refreshes a user asks for (manual refresh and sync), which reach the provider.
+    pub refresh_per_user_per_minute: u32,
     /// Unfinished, unexpired flows a user may have open at once.
     pub open_flows_per_user: u32,
     /// Longest `return_to` stored with a flow.

@@ -8,6 +8,7 @@ use axum::Json;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::common::bearer_token;
@@ -45,6 +46,16 @@ pub enum Fault {
     ServerError,
     /// Answer 200 with an HTML body, as a captive portal or a broken proxy would.
     Garbage,
+    /// Answer 429 with `Retry-After`, as a provider throttling the client does.
+    RateLimited,
+    /// Answer 200 with JSON cut off in the middle.
+    Truncated,
+    /// Answer 200 with a JSON body labelled `text/plain`.
+    WrongContentType,
+    /// Answer 200 with a body of this many bytes (a misbehaving proxy, an attack).
+    HugeBody(usize),
+    /// Send the headers at once, then the body one byte per `Duration`.
+    SlowBody(Duration),
 }
 
 /// A defect injected into the ID tokens issued from now on.
@@ -330,6 +341,33 @@ pub(crate) async fn injected_fault(handle: &EmulatorHandle) -> Option<Response> 
             let html = "<html><head><title>502 Bad Gateway</title></head>\
                         <body><h1>Bad Gateway</h1><p>sandbox proxy</p></body></html>";
             Some((StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
+        }
+        Fault::RateLimited => {
+            let body = json!({"error": "rate_limit_exceeded", "error_description": "Slow down."});
+            let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+            Some(response)
+        }
+        Fault::Truncated => {
+            let cut = r#"{"access_token": "ya29.truncat"#;
+            Some((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], cut).into_response())
+        }
+        Fault::WrongContentType => {
+            let body = r#"{"access_token": "plain-text-token", "token_type": "Bearer", "expires_in": 3600}"#;
+            Some((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], body).into_response())
+        }
+        Fault::HugeBody(bytes) => {
+            let body = format!("{{\"padding\": \"{}\"}}", "x".repeat(bytes));
+            Some((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+        }
+        Fault::SlowBody(per_byte) => {
+            let body = br#"{"access_token": "slow", "token_type": "Bearer", "expires_in": 3600}"#;
+            let bytes = futures_util::stream::iter(body.iter().copied()).then(move |byte| async move {
+                tokio::time::sleep(per_byte).await;
+                Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(vec![byte]))
+            });
+            let body = axum::body::Body::from_stream(bytes);
+            Some((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())
         }
     }
 }

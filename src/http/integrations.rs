@@ -104,6 +104,7 @@ pub(super) async fn refresh(
     Path(id): Path<i32>,
 ) -> ApiResult<Json<Refreshed>> {
     let integration = owned_integration(&state, &caller, id).await?;
+    state.limits.refresh(caller.user_id)?;
     refresh::refresh_now(&state.vault, &integration, &client).await?;
     let integration = owned_integration(&state, &caller, id).await?;
     let display = state.vault.providers.display_name(&integration.provider).to_owned();
@@ -218,6 +219,7 @@ pub(super) async fn sync(
     caller: UserCaller,
     RequestClient(client): RequestClient,
 ) -> ApiResult<Json<SyncAnswer>> {
+    state.limits.refresh(caller.user_id)?;
     let results: Vec<SyncResult> = sync::sync_user(&state.vault, caller.user_id, &client)
         .await?
         .into_iter()

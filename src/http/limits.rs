@@ -43,6 +43,7 @@ pub struct RateLimits {
     initiate_per_user: Rate<i32>,
     initiate_per_address: Rate<IpAddr>,
     callback_per_address: Rate<IpAddr>,
+    refresh_per_user: Rate<i32>,
 }
 
 impl RateLimits {
@@ -52,6 +53,7 @@ impl RateLimits {
             initiate_per_user: Rate::per_minute(settings.initiate_per_user_per_minute),
             initiate_per_address: Rate::per_minute(settings.initiate_per_address_per_minute),
             callback_per_address: Rate::per_minute(settings.callback_per_address_per_minute),
+            refresh_per_user: Rate::per_minute(settings.refresh_per_user_per_minute),
         }
     }
 
@@ -59,7 +61,7 @@ impl RateLimits {
     pub fn initiate(&self, user_id: i32, address: Option<IpAddr>) -> Result<(), ApiError> {
         self.initiate_per_user.check(&user_id).map_err(too_many)?;
         match address {
-            Some(address) => self.initiate_per_address.check(&address).map_err(too_many),
+            Some(address) => self.initiate_per_address.check(&network(address)).map_err(too_many),
             None => Ok(()),
         }
     }
@@ -67,9 +69,15 @@ impl RateLimits {
     /// Counts a callback from `address`.
     pub fn callback(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
         match address {
-            Some(address) => self.callback_per_address.check(&address).map_err(too_many),
+            Some(address) => self.callback_per_address.check(&network(address)).map_err(too_many),
             None => Ok(()),
         }
+    }
+
+    /// Counts a refresh a user asked for (`POST /integrations/{id}/refresh` and `/sync`): each
+    /// reaches the provider's token endpoint, whose quota the whole product shares.
+    pub fn refresh(&self, user_id: i32) -> Result<(), ApiError> {
+        self.refresh_per_user.check(&user_id).map_err(too_many)
     }
 
     /// Forgets keys that have not been seen for a while (bounded memory).
@@ -77,6 +85,19 @@ impl RateLimits {
         self.initiate_per_user.forget_idle();
         self.initiate_per_address.forget_idle();
         self.callback_per_address.forget_idle();
+        self.refresh_per_user.forget_idle();
+    }
+}
+
+/// The key of an address: an IPv4 address, or an IPv6 address's /64 (one site's or one host's
+/// share; rotating addresses inside it gains nothing).
+fn network(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => {
+            let segments = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(segments[0], segments[1], segments[2], segments[3], 0, 0, 0, 0))
+        }
     }
 }
 

@@ -100,7 +100,7 @@ pub async fn fetch_json(
     if !response.status().is_success() {
         return Err(error_from(response).await);
     }
-    response.json().await.map_err(|_| ProviderError::Unavailable("the answer was not JSON".into()))
+    json_answer(response, "the answer was not JSON").await
 }
 
 async fn token_request(
@@ -113,10 +113,7 @@ async fn token_request(
     if !response.status().is_success() {
         return Err(error_from(response).await);
     }
-    let mut body: Map<String, Value> = response
-        .json()
-        .await
-        .map_err(|_| ProviderError::Unavailable("the token endpoint did not answer JSON".into()))?;
+    let mut body: Map<String, Value> = json_answer(response, "the token endpoint did not answer JSON").await?;
     let mut take_string = |key: &str| match body.remove(key) {
         Some(Value::String(value)) if !value.is_empty() => Some(value),
         _ => None,
@@ -222,7 +219,7 @@ fn transport(error: reqwest::Error) -> ProviderError {
 
 async fn error_from(response: reqwest::Response) -> ProviderError {
     let status = response.status();
-    let body: Option<Value> = response.json().await.ok();
+    let body: Option<Value> = capped_body(response).await.ok().and_then(|body| serde_json::from_slice(&body).ok());
     let field = |key: &str| body.as_ref().and_then(|b| b.get(key)).and_then(Value::as_str).map(str::to_owned);
     // Notion's API errors use `code`; OAuth endpoints use `error`.
     match field("error").or_else(|| field("code")) {
@@ -232,17 +229,63 @@ async fn error_from(response: reqwest::Response) -> ProviderError {
         }
         Some(error) if status.is_client_error() => {
             let description = field("error_description").or_else(|| field("message"));
-            ProviderError::Rejected { error, description, status: status.as_u16() }
+            ProviderError::Rejected { error: error_code(&error), description, status: status.as_u16() }
         }
         _ => ProviderError::Unavailable(format!("HTTP {status}")),
     }
+}
+
+/// A provider's `error` as a code (RFC 6749 §5.2 allows only printable ASCII): it reaches answers,
+/// audit rows and logs, so nothing else of what a provider sends may ride along.
+fn error_code(error: &str) -> String {
+    let code: String =
+        error.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')).take(64).collect();
+    if code.is_empty() { "invalid_error".to_owned() } else { code }
+}
+
+/// Most bytes read of a provider's answer: token answers and identity documents are a few kB, so a
+/// provider (or a proxy in front of it) cannot make us buffer megabytes.
+pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+/// The body of `response`, refused beyond `MAX_ANSWER_BYTES`.
+async fn capped_body(mut response: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
+    let too_large =
+        || ProviderError::Unavailable(format!("the answer was larger than {} KiB", MAX_ANSWER_BYTES / 1024));
+    if response.content_length().is_some_and(|length| length > MAX_ANSWER_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A JSON answer (RFC 6749 §5.1: `application/json`), capped; `not_json` says what went wrong.
+pub(super) async fn json_answer<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+    not_json: &str,
+) -> Result<T, ProviderError> {
+    let labelled_json = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.to_ascii_lowercase().contains("json"));
+    let body = capped_body(response).await?;
+    if !labelled_json {
+        return Err(ProviderError::Unavailable(not_json.to_owned()));
+    }
+    serde_json::from_slice(&body).map_err(|_| ProviderError::Unavailable(not_json.to_owned()))
 }
 
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
-    use super::{UNREADABLE_LIFETIME_SECONDS, fitted_token_type, lifetime};
+    use super::{UNREADABLE_LIFETIME_SECONDS, error_code, fitted_token_type, lifetime};
 
     #[test]
     fn expires_in_is_read_from_numbers_and_numeric_strings() {
@@ -250,6 +293,14 @@ mod tests {
         assert_eq!(lifetime(Some(json!(3599.0))), Some(3599));
         assert_eq!(lifetime(Some(json!("3599"))), Some(3599));
         assert_eq!(lifetime(Some(json!(" 3599.5 "))), Some(3599));
+    }
+
+    #[test]
+    fn a_providers_error_is_reduced_to_a_code() {
+        assert_eq!(error_code("invalid_grant"), "invalid_grant");
+        assert_eq!(error_code("bad\n<script>alert(1)</script>"), "badscriptalert1script");
+        assert_eq!(error_code(&"x".repeat(500)).len(), 64);
+        assert_eq!(error_code("\u{0}"), "invalid_error");
     }
 
     #[test]

@@ -87,6 +87,9 @@ pub enum FlowError {
     /// RFC 9207 §2.4.
     #[error("The authorization response came from an unexpected issuer.")]
     IssuerMismatch,
+    /// RFC 9207 §2.4: the provider says its responses carry `iss`, and this one has none.
+    #[error("The authorization response does not say which issuer sent it.")]
+    IssuerMissing,
     /// The provider answered the authorization with an error (`access_denied` and others).
     #[error("{reason} ({error})")]
     AuthorizationDenied { reason: &'static str, error: String },
@@ -122,6 +125,7 @@ impl FlowError {
             Self::StateUserMismatch => "state_user_mismatch",
             Self::StateNotBound => "state_not_bound",
             Self::IssuerMismatch => "issuer_mismatch",
+            Self::IssuerMissing => "issuer_missing",
             Self::AuthorizationDenied { .. } => "authorization_denied",
             Self::MissingCode => "invalid_request",
             Self::InvalidIdToken(_) => "invalid_id_token",

@@ -316,11 +316,14 @@ fn check_state<'v>(
         return Err(FlowError::StateNotBound);
     }
     let provider = vault.providers.get(&record.provider).ok_or(FlowError::ProviderGone)?;
-    if let (Some(iss), Some(issuer)) = (&response.iss, &provider.issuer)
-        && !issuer_matches(issuer, iss)
-        && !provider.issuer_aliases.iter().any(|alias| alias == iss)
-    {
-        return Err(FlowError::IssuerMismatch);
+    match (&response.iss, &provider.issuer) {
+        (Some(iss), Some(issuer))
+            if !issuer_matches(issuer, iss) && !provider.issuer_aliases.iter().any(|alias| alias == iss) =>
+        {
+            return Err(FlowError::IssuerMismatch);
+        }
+        (None, _) if provider.authorization_response_iss_parameter_supported => return Err(FlowError::IssuerMissing),
+        _ => {}
     }
     Ok(provider)
 }

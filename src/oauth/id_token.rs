@@ -2,6 +2,7 @@
 //! `iss`, `aud`, `exp` and `nonce`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
@@ -45,8 +46,8 @@ struct CachedSet {
 #[derive(Default)]
 pub struct JwksCache {
     sets: RwLock<HashMap<String, CachedSet>>,
-    /// Held while a JWKS is fetched (single flight).
-    fetching: Mutex<()>,
+    /// Held while a JWKS is fetched (single flight per JWKS URL).
+    fetching: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl JwksCache {
@@ -116,9 +117,9 @@ impl JwksCache {
             Some(iat) if iat <= now + LEEWAY_SECONDS as i64 => {}
             _ => return Err(IdTokenError::Invalid("InvalidIat".into())),
         }
-        if let Some(expected) = expected_nonce
-            && claims.get("nonce").and_then(Value::as_str) != Some(expected)
-        {
+        // OIDC Core §3.1.2.1: every flow of ours sent a nonce; the ID token must carry it.
+        let Some(expected) = expected_nonce else { return Err(IdTokenError::Nonce) };
+        if claims.get("nonce").and_then(Value::as_str) != Some(expected) {
             return Err(IdTokenError::Nonce);
         }
         Ok(claims)
@@ -131,7 +132,8 @@ impl JwksCache {
         }
         // One fetch at a time: callers with the same unknown `kid` wait for it and then use its
         // result, instead of each fetching the JWKS again.
-        let _fetching = self.fetching.lock().await;
+        let fetch_lock = self.fetching.lock().await.entry(jwks_uri.to_owned()).or_default().clone();
+        let _fetching = fetch_lock.lock().await;
         if let Some(found) = self.cached_key(jwks_uri, kid).await {
             return found;
         }
@@ -145,16 +147,9 @@ impl JwksCache {
             // a real rotation waits the rest of the interval instead of failing.
             tokio::time::sleep(REFETCH_INTERVAL.saturating_sub(fetched_at.elapsed())).await;
         }
-        let keys: JwkSet = http
-            .get(jwks_uri)
-            .send()
-            .await
-            .map_err(|_| IdTokenError::Jwks)?
-            .error_for_status()
-            .map_err(|_| IdTokenError::Jwks)?
-            .json()
-            .await
-            .map_err(|_| IdTokenError::Jwks)?;
+        let response =
+            http.get(jwks_uri).send().await.and_then(|r| r.error_for_status()).map_err(|_| IdTokenError::Jwks)?;
+        let keys: JwkSet = super::client::json_answer(response, "not a JWKS").await.map_err(|_| IdTokenError::Jwks)?;
         let key = keys.find(kid).map(DecodingKey::from_jwk);
         self.sets.write().await.insert(jwks_uri.to_owned(), CachedSet { keys, fetched_at: Instant::now() });
         match key {

@@ -100,6 +100,8 @@ struct ProviderSpec {
     #[serde(default)]
     issuer_aliases: Vec<String>,
     #[serde(default)]
+    authorization_response_iss_parameter_supported: bool,
+    #[serde(default)]
     jwks_uri: Option<String>,
     client_auth: ClientAuth,
     #[serde(default)]
@@ -154,6 +156,9 @@ pub struct Provider {
     pub issuer: Option<String>,
     /// Other spellings of the issuer the provider documents (Google: `accounts.google.com`).
     pub issuer_aliases: Vec<String>,
+    /// The provider says (in its metadata) that its authorization responses carry `iss`
+    /// (RFC 9207 §3): then a response without one is refused.
+    pub authorization_response_iss_parameter_supported: bool,
     pub jwks_uri: Option<String>,
     pub client_auth: ClientAuth,
     pub token_request_format: RequestFormat,
@@ -279,8 +284,16 @@ fn resolve(
         if let Some(url) = url {
             let parsed =
                 url::Url::parse(&with_tenant(url)).map_err(|error| format!("{field} is not a URL: {error}"))?;
-            if !matches!(parsed.scheme(), "https" | "http") {
-                return Err(format!("{field} must be http(s)"));
+            // Client secrets, codes and tokens travel to these URLs: in the clear only to this host
+            // (emulators, a local test provider).
+            let loopback = match parsed.host() {
+                Some(url::Host::Domain(name)) => name == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if !(parsed.scheme() == "https" || (parsed.scheme() == "http" && loopback)) {
+                return Err(format!("{field} must be https (http only to localhost)"));
             }
         }
     }
@@ -319,6 +332,7 @@ fn resolve(
         userinfo_url: spec.userinfo_url.as_deref().map(with_tenant),
         issuer: spec.issuer.as_deref().map(with_tenant),
         issuer_aliases: spec.issuer_aliases.clone(),
+        authorization_response_iss_parameter_supported: spec.authorization_response_iss_parameter_supported,
         jwks_uri: spec.jwks_uri.as_deref().map(with_tenant),
         client_auth: spec.client_auth,
         token_request_format: spec.token_request_format,

@@ -81,6 +81,11 @@ pub fn announce(config: &Config, secrets: &Secrets) {
     if config.database.kind == DatabaseKind::Sqlite {
         tracing::info!("using the embedded SQLite database (set DATABASE_URL=postgres://… for production)");
     }
+    // RFC 7518 §3.2: an HS256 key should have at least 256 bits. The host application chose it, so
+    // a shorter one is accepted, but said.
+    if secrets.jwt_secret.expose_secret().len() < 32 {
+        tracing::warn!("JWT_SECRET_KEY is shorter than 32 bytes: the host application's tokens are easier to forge");
+    }
 }
 
 /// Serves `state` on the configured address until SIGINT or SIGTERM, with the background tasks;

@@ -4,7 +4,8 @@
 //! Our own accept loop over hyper-util rather than `axum::serve`, which exposes neither a
 //! header-read timeout nor a connection cap: a client that sends its headers slowly is cut off
 //! after `header_read_timeout`, and a connection beyond `max_connections` is answered 503 at once
-//! (problem JSON) instead of waiting in the kernel's queue.
+//! (problem JSON) instead of waiting in the kernel's queue. HTTP/1.1 only: TLS, and with it
+//! HTTP/2, ends at the reverse proxy, and cleartext HTTP/2 would need limits of its own.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +26,10 @@ use tower::ServiceExt;
 
 use crate::config::HttpSettings;
 use crate::http::error::{PROBLEM_JSON, Problem};
+
+/// Connections beyond the cap answered at once with 503; beyond this many more they are closed
+/// without an answer (a flood must not cost a task per connection).
+const REFUSALS_AT_ONCE: usize = 256;
 
 /// How long connections in flight may take to finish once shutdown begins.
 const DRAIN_PATIENCE: Duration = Duration::from_secs(30);
@@ -53,8 +58,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
     let graceful = GracefulShutdown::new();
-    let mut builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -76,7 +82,12 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tokio::spawn(refuse_overloaded(stream));
+            if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse_overloaded(stream).await;
+                    drop(refusal);
+                });
+            }
             continue;
         };
         let router = app.clone();
