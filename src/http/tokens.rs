@@ -17,7 +17,7 @@ use crate::oauth::input::ProviderName;
 use crate::oauth::refresh::RefreshError;
 use crate::oauth::tokens::{self, HandOut};
 use crate::state::AppState;
-use crate::store::{IntegrationStatus, StoredToken};
+use crate::store::{IntegrationFilter, IntegrationStatus, StoredToken};
 
 const DEFAULT_MIN_TTL: i64 = 60;
 const MAX_MIN_TTL: i64 = 86_400;
@@ -165,23 +165,27 @@ pub(super) async fn by_owner(
     else {
         return Err(ApiError::NotFound("Integration"));
     };
-    let stored = state
-        .vault
-        .store
-        .find_token_by_owner(user_id, provider.as_str())
-        .await?
-        .ok_or(ApiError::NotFound("Integration"))?;
+    let Some(stored) = state.vault.store.find_token_by_owner(user_id, provider.as_str()).await? else {
+        // A disconnected integration has no token row: say so, as the endpoint by id does.
+        let filter = IntegrationFilter { provider: Some(provider.as_str().to_owned()), active_only: false };
+        let integrations = state.vault.store.list_integrations(user_id, &filter).await?;
+        return Err(match integrations.first() {
+            Some(integration) => missing_token(&state, &caller, integration.id).await,
+            None => ApiError::NotFound("Integration"),
+        });
+    };
     authorise(&caller, &stored)?;
     let token = tokens::hand_out(&state.vault, stored, min_ttl, query.force_refresh.unwrap_or(false), &client).await?;
     Ok(answer(token))
 }
 
-/// Why there is no token: a disconnected integration (409) or none at all (404).
+/// Why there is no token: a disconnected integration (409) or none at all (404). A user (when
+/// users may read tokens at all) hears about their own integrations only, as `authorise` allows.
 async fn missing_token(state: &AppState, caller: &Caller, id: i32) -> ApiError {
     match state.vault.store.get_integration(id).await {
         Ok(Some(integration))
             if integration.status == IntegrationStatus::Revoked
-                && !matches!(caller, Caller::User(user) if !user.may_access(integration.user_id)) =>
+                && !matches!(caller, Caller::User(user) if user.user_id != integration.user_id) =>
         {
             ApiError::Conflict { code: "integration_revoked", detail: "The integration was disconnected.".into() }
         }

@@ -12,6 +12,7 @@ mod hardening;
 mod isolation;
 mod microsoft;
 mod notion;
+mod provider_faults;
 mod resilience;
 mod support;
 mod youtube;
