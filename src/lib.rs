@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod crypto;
 pub mod http;
+pub mod keys;
 pub mod oauth;
 pub mod startup;
 pub mod state;

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use oauth_manager::config::{Config, ConfigError, DatabaseKind};
 use oauth_manager::oauth::{Providers, sandbox};
 use oauth_manager::startup::{self, Secrets};
-use oauth_manager::telemetry;
+use oauth_manager::{keys, telemetry};
 use secrecy::ExposeSecret;
 
 /// Self-hostable OAuth 2.0 connection manager.
@@ -33,6 +33,18 @@ enum Command {
     DemoCredentials,
     /// Validate the configuration and the provider file, print a summary without secrets, and exit.
     CheckConfig,
+    /// Re-encrypt every stored secret under the key ring's primary key (the first of
+    /// OAUTH_ENCRYPTION_KEY). Safe while the service serves; run it again to resume.
+    RotateKeys {
+        /// Rows read and rewritten at a time.
+        #[arg(long, default_value_t = 500)]
+        batch_size: i64,
+    },
+    /// Check that a key may leave OAUTH_ENCRYPTION_KEY: refused while stored secrets still use it.
+    RetireKey {
+        /// The key's id (the part before `:` in OAUTH_ENCRYPTION_KEY).
+        key_id: String,
+    },
 }
 
 /// Everything start-up reads before it does anything.
@@ -76,6 +88,7 @@ async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         router
     });
     let state = startup::build_state(config, providers, secrets).await?;
+    startup::warn_about_unreadable_secrets(&state).await;
     startup::serve(state, emulators).await
 }
 
@@ -111,6 +124,62 @@ async fn demo_credentials(loaded: Loaded) -> anyhow::Result<()> {
         None => eprintln!("# OAUTH_SERVICE_API_KEYS is set in the environment: use one of its keys as OAM_SERVICE_KEY"),
     }
     Ok(())
+}
+
+async fn rotate_keys(loaded: Loaded, batch_size: i64) -> anyhow::Result<()> {
+    anyhow::ensure!(batch_size > 0, "--batch-size must be positive");
+    let state = startup::build_state(loaded.config, loaded.providers, loaded.secrets).await?;
+    let (store, keys) = (state.vault.store.as_ref(), state.vault.keys.as_ref());
+    let before = keys::usage(store, keys).await?;
+    let primary = keys.primary_key_id();
+    let under_primary = before.by_key.iter().find(|(id, _)| id == primary).map_or(0, |(_, count)| *count);
+    let to_rewrite = before.by_key.iter().map(|(_, count)| count).sum::<i64>() - under_primary;
+    eprintln!("re-encrypting {to_rewrite} stored secrets under key {primary:?}");
+    let bar = indicatif::ProgressBar::new(to_rewrite.max(0) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} secrets, {elapsed} elapsed, about {eta} left")
+            .expect("a valid template"),
+    );
+    let rotation = keys::rotate(store, keys, batch_size, &|done| bar.set_position(done)).await?;
+    bar.finish_and_clear();
+    eprintln!(
+        "rewrote {} secrets; {} rows were written by the service meanwhile (already under {primary:?}); {} do not decrypt",
+        rotation.rewritten, rotation.changed_meanwhile, rotation.undecryptable
+    );
+    print_usage(&keys::usage(store, keys).await?, primary);
+    anyhow::ensure!(
+        rotation.undecryptable == 0,
+        "{} stored secrets do not decrypt with any key of the ring",
+        rotation.undecryptable
+    );
+    Ok(())
+}
+
+async fn retire_key(loaded: Loaded, key_id: &str) -> anyhow::Result<()> {
+    let state = startup::build_state(loaded.config, loaded.providers, loaded.secrets).await?;
+    match keys::check_retire(state.vault.store.as_ref(), &state.vault.keys, key_id).await? {
+        Ok(()) => {
+            println!("no stored secret uses key {key_id:?}: it can be removed from OAUTH_ENCRYPTION_KEY");
+            Ok(())
+        }
+        Err(refusal) => anyhow::bail!("key {key_id:?} may not be retired: {refusal}"),
+    }
+}
+
+fn print_usage(usage: &keys::KeyUsage, primary: &str) {
+    for (id, count) in &usage.by_key {
+        let role = if id == primary {
+            " (primary)"
+        } else if *count == 0 {
+            " (unused: may be retired)"
+        } else {
+            ""
+        };
+        println!("  key {id}: {count} stored secrets{role}");
+    }
+    if usage.under_unknown_keys > 0 {
+        println!("  keys not in the ring: {} stored secrets (unreadable)", usage.under_unknown_keys);
+    }
 }
 
 fn check_config(loaded: &Loaded) {
@@ -149,6 +218,8 @@ async fn main() -> ExitCode {
         Command::Migrate { allow_custom_providers } => migrate(loaded, allow_custom_providers).await,
         Command::Serve => serve(loaded).await,
         Command::DemoCredentials => demo_credentials(loaded).await,
+        Command::RotateKeys { batch_size } => rotate_keys(loaded, batch_size).await,
+        Command::RetireKey { key_id } => retire_key(loaded, &key_id).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

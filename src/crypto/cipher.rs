@@ -104,6 +104,11 @@ impl KeyRing {
         &self.keys[0].id
     }
 
+    /// The ids of every key of the ring, the primary first.
+    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|key| key.id.as_str())
+    }
+
     /// Encrypts `plaintext` with the primary key, bound to its column and row.
     pub fn encrypt(&self, plaintext: &str, aad: &Aad) -> String {
         let key = &self.keys[0];

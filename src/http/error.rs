@@ -179,7 +179,7 @@ impl From<StoreError> for ApiError {
             StoreError::UnknownUser => Self::UnknownUser,
             StoreError::ProviderNotAllowed => Self::BadRequest { code, detail },
             StoreError::NotFound => Self::NotFound("Integration"),
-            StoreError::Busy => Self::Unavailable { code, detail },
+            StoreError::Busy | StoreError::Unavailable(_) => Self::Unavailable { code, detail },
             StoreError::Database(error) => Self::Internal(error.into()),
         }
     }

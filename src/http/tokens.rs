@@ -55,7 +55,7 @@ pub const REFRESH_FAILED_HEADER: &str = "x-token-refresh-failed";
 fn answer(token: HandOut) -> Response {
     let failed = match &token.refresh_failed {
         None => None,
-        Some(RefreshError::Store(_)) => Some("busy"),
+        Some(RefreshError::Store(error)) => Some(error.code()),
         Some(_) => Some("provider_unavailable"),
     };
     let mut response = Json(HandedOutToken::from(token)).into_response();

@@ -77,7 +77,9 @@ impl ReturnTo {
             return Err(FlowError::ReturnToTooLong(max_bytes));
         }
         let url = Url::parse(raw).map_err(|_| FlowError::InvalidReturnTo)?;
-        if url.username() != "" || url.password().is_some() || !allowed.contains(&url.origin()) {
+        // A `blob:` URL has the origin of the URL inside it; only a page address will do.
+        let page = matches!(url.scheme(), "http" | "https");
+        if !page || url.username() != "" || url.password().is_some() || !allowed.contains(&url.origin()) {
             return Err(FlowError::InvalidReturnTo);
         }
         // The serialised URL (percent-encoded) is what is stored: it must fit too.

@@ -68,7 +68,7 @@ impl RefreshError {
     /// Whether the provider may answer differently soon: the current token, while valid, is
     /// still worth handing out.
     pub fn is_temporary(&self) -> bool {
-        matches!(self, Self::ProviderUnavailable(_) | Self::Store(StoreError::Busy))
+        matches!(self, Self::ProviderUnavailable(_) | Self::Store(StoreError::Busy | StoreError::Unavailable(_)))
     }
 
     /// What the store records of this failure: the integration's error and an `error` audit row.
@@ -122,7 +122,7 @@ pub async fn refresh(
     let integration_id = seen.integration_id;
     let provider = vault.providers.get(&seen.provider).cloned().ok_or(RefreshError::ProviderGone)?;
     let started = Instant::now();
-    let (task_vault, client, seen_access) = (vault.clone(), client.clone(), seen.access_token.clone());
+    let (task_vault, client, seen_written) = (vault.clone(), client.clone(), seen.updated_at);
     // Its own task: a caller that goes away (request timeout, client hang-up) must not cancel a
     // refresh whose provider call may already have rotated the refresh token (RFC 9700 §4.14.2).
     let decision = run_to_end(async move {
@@ -132,7 +132,7 @@ pub async fn refresh(
         let _slot = vault.refreshes.slots.clone().acquire_owned().await.expect("the refresh semaphore is never closed");
         let refresh = vault.store.begin_refresh(integration_id).await?;
         let decided_on = refresh.current().clone();
-        let decision = decide(&vault, &provider, &decided_on, &seen_access).await;
+        let decision = decide(&vault, &provider, &decided_on, seen_written).await;
         let (step, rotated) = match &decision {
             Ok(answer) => (answer.step.clone(), answer.rotated.clone()),
             Err(error) => (error.recorded(), None),
@@ -154,7 +154,7 @@ pub async fn refresh(
         // The failure may belong to a grant the user replaced meanwhile (it was then discarded):
         // the new connection is what the caller wants.
         if let Ok(Some(current)) = vault.store.get_token(integration_id).await
-            && current.access_token != seen.access_token
+            && current.updated_at != seen.updated_at
             && current.status == IntegrationStatus::Active
         {
             return Ok(current);
@@ -194,14 +194,15 @@ struct Answer {
 }
 
 /// What to do with the token as it stands under the refresh lock: nothing when someone else
-/// refreshed (or the user reconnected) while we waited, else ask the provider.
+/// refreshed (or the user reconnected) while we waited (the row was written since it was seen),
+/// else ask the provider.
 async fn decide(
     vault: &Vault,
     provider: &Provider,
     current: &StoredToken,
-    seen_access: &str,
+    seen_written: chrono::NaiveDateTime,
 ) -> Result<Answer, RefreshError> {
-    if current.access_token != seen_access || current.status == IntegrationStatus::Error {
+    if current.updated_at != seen_written || current.status == IntegrationStatus::Error {
         return Ok(Answer { step: RefreshStep::AlreadyFresh, rotated: None });
     }
     let ciphertext = current.refresh_token.as_deref().ok_or(RefreshError::NoRefreshToken)?;
@@ -270,7 +271,7 @@ async fn commit(
                 continue;
             }
         };
-        if again.current().access_token != decided_on.access_token {
+        if again.current().updated_at != decided_on.updated_at {
             // Someone connected again meanwhile: the rotated token belongs to the old grant.
             return Ok(RefreshWrite::DiscardedReconnected);
         }

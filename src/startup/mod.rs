@@ -68,6 +68,19 @@ pub async fn build_state(config: Config, providers: Providers, secrets: Secrets)
     })
 }
 
+/// An alert when stored secrets are encrypted with keys the ring lacks (a key removed too soon):
+/// their connections answer 500 until the key is back.
+pub async fn warn_about_unreadable_secrets(state: &AppState) {
+    match crate::keys::usage(state.vault.store.as_ref(), &state.vault.keys).await {
+        Ok(usage) if usage.under_unknown_keys > 0 => tracing::error!(
+            unreadable = usage.under_unknown_keys,
+            "ALERT: stored secrets are encrypted with keys that are not in OAUTH_ENCRYPTION_KEY; put the key back"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(error = %error, "could not count the stored secrets per key"),
+    }
+}
+
 /// Warnings an operator must see at start-up.
 pub fn announce(config: &Config, secrets: &Secrets) {
     if !secrets.generated.is_empty() {

@@ -43,6 +43,10 @@ pub enum StoreError {
     /// A lock could not be had in time, or the database broke a deadlock: retry later.
     #[error("the database is busy")]
     Busy,
+    /// The database cannot be reached (restarting, the connection broke, no connection free in
+    /// time): retry later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(sqlx::Error),
     /// Any other database failure.
     #[error(transparent)]
     Database(sqlx::Error),
@@ -50,7 +54,19 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
+        if matches!(error, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) {
+            return Self::Unavailable(error);
+        }
         if let sqlx::Error::Database(db) = &error {
+            // PostgreSQL: connection exceptions (class 08), and the server shutting down or
+            // restarting (admin_shutdown, crash_shutdown, cannot_connect_now).
+            let lost = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some()
+                && db
+                    .code()
+                    .is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03"));
+            if lost {
+                return Self::Unavailable(error);
+            }
             let code = db.code();
             // SQLite's BUSY and LOCKED (its extended codes keep the primary code in the low byte);
             // only SQLite's codes are numbers of that kind (PostgreSQL's 22021 is not a BUSY).
@@ -93,6 +109,7 @@ impl StoreError {
             Self::ProviderNotAllowed => "provider_not_allowed",
             Self::NotFound => "not_found",
             Self::Busy => "busy",
+            Self::Unavailable(_) => "database_unavailable",
             Self::Database(_) => "internal_error",
         }
     }
@@ -106,6 +123,7 @@ impl StoreError {
             }
             Self::NotFound => "Integration not found",
             Self::Busy => "Another operation on this connection is in progress; try again shortly.",
+            Self::Unavailable(_) => "The database is not reachable; try again shortly.",
             Self::Database(_) => "internal error",
         }
     }
@@ -186,6 +204,18 @@ pub trait Store: Send + Sync + 'static {
     async fn list_consents(&self, user_id: i32) -> StoreResult<Vec<Consent>>;
     /// Counts of a user's integrations and consents.
     async fn status_counts(&self, user_id: i32) -> StoreResult<StatusCounts>;
+
+    /// Token rows after `after` holding a value not encrypted under `key_id`, oldest first.
+    async fn tokens_not_under(&self, key_id: &str, after: i32, limit: i64) -> StoreResult<Vec<TokenSecrets>>;
+    /// Replaces a token row's ciphertexts, unless a refresh or reconnect wrote it since `old` was
+    /// read (`false`: nothing written).
+    async fn reencrypt_token(&self, old: &TokenSecrets, access: &str, refresh: Option<&str>) -> StoreResult<bool>;
+    /// Unused states after `after` whose verifier is not encrypted under `key_id`.
+    async fn verifiers_not_under(&self, key_id: &str, after: i32, limit: i64) -> StoreResult<Vec<VerifierSecret>>;
+    /// Replaces a state's encrypted verifier, unless it changed since `old` was read.
+    async fn reencrypt_verifier(&self, old: &VerifierSecret, verifier: &str) -> StoreResult<bool>;
+    /// How many stored secrets are encrypted under `key_id` (`None`: all of them).
+    async fn secrets_under(&self, key_id: Option<&str>) -> StoreResult<i64>;
 
     /// Adds token hand-outs to `usage_count`/`last_used_at` (saturating at the INTEGER maximum) and
     /// folds them into at most one `api_call` audit row per integration and minute.

@@ -371,3 +371,24 @@ pub struct ScopeEntry {
     #[serde(default)]
     pub dangerous: bool,
 }
+
+/// A token row's ciphertexts, with what their associated data names (key rotation).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct TokenSecrets {
+    /// `oauth_tokens.id`.
+    pub id: i32,
+    pub user_id: i32,
+    pub provider: String,
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+}
+
+/// An unused state's encrypted PKCE verifier (key rotation).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct VerifierSecret {
+    /// `oauth_state.id`.
+    pub id: i32,
+    /// The state's hash, which the verifier's associated data names.
+    pub state_token: String,
+    pub code_verifier: String,
+}

@@ -166,3 +166,10 @@ pub fn api_call_entry(delta: &UsageDelta) -> AuditEntry {
 pub fn audit_status(entry: &AuditEntry) -> &'static str {
     if entry.success { "completed" } else { "failed" }
 }
+
+/// The `LIKE` pattern (escape `\\`) of the values encrypted under `key_id` (`v1:<id>:…`); key
+/// ids may hold `_`, which `LIKE` would read as "any character".
+pub fn key_pattern(key_id: &str) -> String {
+    let escaped = key_id.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("v1:{escaped}:%")
+}

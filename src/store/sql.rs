@@ -133,9 +133,10 @@ pub const TOKEN_USAGE: &str =
     "SELECT COALESCE(usage_count, 0), last_used_at FROM oauth_tokens WHERE integration_id = $1
              ORDER BY id DESC LIMIT 1";
 
-/// Whether the token row still holds the access token a refresh decided on.
+/// Whether the token row is still the one a refresh decided on: `updated_at` changes with every
+/// connect and refresh, and with nothing else (re-encryption under a new key keeps it).
 pub const TOKEN_STILL_CURRENT: &str =
-    "SELECT integration_id FROM oauth_tokens WHERE integration_id = $1 AND access_token = $2";
+    "SELECT integration_id FROM oauth_tokens WHERE integration_id = $1 AND updated_at = $2";
 
 /// Writes a refresh's tokens; `NULL` keeps the refresh token of providers that do not rotate.
 pub const STORE_REFRESHED_TOKENS: &str =
@@ -214,3 +215,27 @@ pub const FIND_API_CALL_ROW: &str = "SELECT id, details FROM oauth_audit_log
 
 /// Updates the aggregate of an `api_call` row.
 pub const UPDATE_API_CALL_DETAILS: &str = "UPDATE oauth_audit_log SET details = $2 WHERE id = $1";
+
+/// Token rows after `$2` with a value not under the key whose `LIKE` pattern is `$1`, oldest first.
+pub const TOKENS_NOT_UNDER: &str = "SELECT t.id, i.user_id, i.provider, t.access_token, t.refresh_token
+             FROM oauth_tokens t JOIN oauth_integrations i ON i.id = t.integration_id
+             WHERE t.id > $2 AND (t.access_token NOT LIKE $1 ESCAPE '\\' OR t.refresh_token NOT LIKE $1 ESCAPE '\\')
+             ORDER BY t.id LIMIT $3";
+
+/// Replaces a token row's ciphertexts if they are still the ones read (`$4`, `$5`).
+pub const REENCRYPT_TOKEN: &str = "UPDATE oauth_tokens SET access_token = $2, refresh_token = $3
+             WHERE id = $1 AND access_token = $4 AND (refresh_token = $5 OR (refresh_token IS NULL AND $5 IS NULL))
+             RETURNING id";
+
+/// Unused states after `$2` whose verifier is not under the key whose pattern is `$1`.
+pub const VERIFIERS_NOT_UNDER: &str = "SELECT id, state_token, code_verifier FROM oauth_state
+             WHERE id > $2 AND is_used = false AND code_verifier NOT LIKE $1 ESCAPE '\\' ORDER BY id LIMIT $3";
+
+/// Replaces a state's encrypted verifier if it is still the one read (`$3`).
+pub const REENCRYPT_VERIFIER: &str =
+    "UPDATE oauth_state SET code_verifier = $2 WHERE id = $1 AND code_verifier = $3 RETURNING id";
+
+/// How many stored secrets match the `LIKE` pattern `$1` (`%`: all of them).
+pub const SECRETS_LIKE: &str = "SELECT (SELECT COUNT(*) FROM oauth_tokens WHERE access_token LIKE $1 ESCAPE '\\')
+             + (SELECT COUNT(*) FROM oauth_tokens WHERE refresh_token LIKE $1 ESCAPE '\\')
+             + (SELECT COUNT(*) FROM oauth_state WHERE is_used = false AND code_verifier LIKE $1 ESCAPE '\\')";

@@ -19,7 +19,7 @@ use super::rows::{
 use super::{
     AuditEntry, AuditEvent, AuditQuery, ConnectRecord, Consent, DatabaseKind, Integration, IntegrationFilter,
     KeyedLocks, NewState, RefreshAudit, RefreshStep, RefreshTx, RefreshWrite, RevokeRecord, ScopeEntry, StateRecord,
-    StatusCounts, Store, StoreError, StoreResult, StoredToken, UsageDelta, rules, sql,
+    StatusCounts, Store, StoreError, StoreResult, StoredToken, TokenSecrets, UsageDelta, VerifierSecret, rules, sql,
 };
 
 /// A Rust type that database `D` both binds and reads.
@@ -111,7 +111,7 @@ where
             .await?;
         let still_current: Option<i32> = sqlx::query_scalar(sql::TOKEN_STILL_CURRENT)
             .bind(current.integration_id)
-            .bind(&current.access_token)
+            .bind(current.updated_at)
             .fetch_optional(&mut **tx)
             .await?;
         let write = rules::refresh_outcome_applies(status.as_deref(), still_current.is_some());
@@ -459,6 +459,53 @@ where
         let (total_consents, revoked_consents) =
             sqlx::query_as(sql::COUNT_CONSENTS).bind(user_id).fetch_one(&self.pool).await?;
         Ok(StatusCounts { integrations, total_consents, revoked_consents })
+    }
+
+    async fn tokens_not_under(&self, key_id: &str, after: i32, limit: i64) -> StoreResult<Vec<TokenSecrets>> {
+        let rows = sqlx::query_as(sql::TOKENS_NOT_UNDER)
+            .bind(rules::key_pattern(key_id))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
+    }
+
+    async fn reencrypt_token(&self, old: &TokenSecrets, access: &str, refresh: Option<&str>) -> StoreResult<bool> {
+        let written: Option<i32> = sqlx::query_scalar(sql::REENCRYPT_TOKEN)
+            .bind(old.id)
+            .bind(access.to_owned())
+            .bind(refresh.map(str::to_owned))
+            .bind(&old.access_token)
+            .bind(&old.refresh_token)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(written.is_some())
+    }
+
+    async fn verifiers_not_under(&self, key_id: &str, after: i32, limit: i64) -> StoreResult<Vec<VerifierSecret>> {
+        let rows = sqlx::query_as(sql::VERIFIERS_NOT_UNDER)
+            .bind(rules::key_pattern(key_id))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
+    }
+
+    async fn reencrypt_verifier(&self, old: &VerifierSecret, verifier: &str) -> StoreResult<bool> {
+        let written: Option<i32> = sqlx::query_scalar(sql::REENCRYPT_VERIFIER)
+            .bind(old.id)
+            .bind(verifier.to_owned())
+            .bind(&old.code_verifier)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(written.is_some())
+    }
+
+    async fn secrets_under(&self, key_id: Option<&str>) -> StoreResult<i64> {
+        let pattern = key_id.map_or_else(|| "%".to_owned(), rules::key_pattern);
+        Ok(sqlx::query_scalar(sql::SECRETS_LIKE).bind(pattern).fetch_one(&self.pool).await?)
     }
 
     async fn flush_usage(&self, deltas: &[UsageDelta]) -> StoreResult<()> {

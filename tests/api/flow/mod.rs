@@ -14,5 +14,6 @@ mod microsoft;
 mod notion;
 mod provider_faults;
 mod resilience;
+mod rotation;
 mod support;
 mod youtube;
