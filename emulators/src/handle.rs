@@ -121,6 +121,7 @@ struct Controls {
     id_token_fault: IdTokenFault,
     refresh_error: Option<String>,
     token_type: Option<String>,
+    revoke_on_reuse: bool,
 }
 
 /// One of the counters, named for the handlers that bump them.
@@ -147,6 +148,7 @@ impl EmulatorHandle {
                 id_token_fault: IdTokenFault::None,
                 refresh_error: None,
                 token_type: None,
+                revoke_on_reuse: false,
             }),
             keys: Mutex::new(KeyRing::new(SigningKey::generate())),
             stray_key: OnceLock::new(),
@@ -193,6 +195,16 @@ impl EmulatorHandle {
     /// Make refresh grants answer this OAuth error (e.g. `interaction_required`); `None` heals.
     pub fn set_refresh_error(&self, error: Option<String>) {
         self.controls().refresh_error = error;
+    }
+
+    /// Revoke the whole grant when a rotated-away refresh token is presented again (reuse
+    /// detection, as some providers do); off by default.
+    pub fn set_revoke_on_reuse(&self, revoke: bool) {
+        self.controls().revoke_on_reuse = revoke;
+    }
+
+    pub(crate) fn revokes_on_reuse(&self) -> bool {
+        self.controls().revoke_on_reuse
     }
 
     /// Make token answers carry this `token_type` (a provider's odd one); `None` heals.

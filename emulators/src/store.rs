@@ -61,7 +61,9 @@ pub(crate) enum RefreshLookup {
     Live(GrantId),
     /// The token was current but its grant has been revoked.
     Revoked,
-    /// Never issued, or already rotated away.
+    /// Rotated away: a client presenting it again lost track of the rotation, or it was stolen.
+    Reused(GrantId),
+    /// Never issued.
     Unknown,
 }
 
@@ -73,6 +75,8 @@ pub(crate) struct Store {
     access_tokens: HashMap<String, AccessRecord>,
     /// Only each grant's current refresh token; rotated ones are removed.
     refresh_tokens: HashMap<String, GrantId>,
+    /// Refresh tokens rotated away, and their grant (reuse detection, RFC 9700 §4.14.2).
+    rotated_refresh_tokens: HashMap<String, GrantId>,
     /// Scopes each login has granted so far (Google: first consent and incremental auth).
     consents: HashMap<String, BTreeSet<String>>,
 }
@@ -131,6 +135,7 @@ impl Store {
     pub(crate) fn set_refresh_token(&mut self, grant: GrantId, token: String) {
         if let Some(previous) = self.grants[grant].refresh_token.replace(token.clone()) {
             self.refresh_tokens.remove(&previous);
+            self.rotated_refresh_tokens.insert(previous, grant);
         }
         self.refresh_tokens.insert(token, grant);
     }
@@ -144,7 +149,10 @@ impl Store {
         match self.refresh_tokens.get(token) {
             Some(&grant) if self.grants[grant].live => RefreshLookup::Live(grant),
             Some(_) => RefreshLookup::Revoked,
-            None => RefreshLookup::Unknown,
+            None => match self.rotated_refresh_tokens.get(token) {
+                Some(&grant) => RefreshLookup::Reused(grant),
+                None => RefreshLookup::Unknown,
+            },
         }
     }
 
@@ -255,7 +263,12 @@ mod tests {
         let grant = store.open_grant("c", &data);
         store.set_refresh_token(grant, "r1".into());
         store.set_refresh_token(grant, "r2".into());
-        assert_eq!(store.lookup_refresh_token("r1"), RefreshLookup::Unknown);
+        assert_eq!(
+            store.lookup_refresh_token("r1"),
+            RefreshLookup::Reused(grant),
+            "rotated away, remembered for reuse detection"
+        );
+        assert_eq!(store.lookup_refresh_token("never"), RefreshLookup::Unknown);
         assert_eq!(store.lookup_refresh_token("r2"), RefreshLookup::Live(grant));
         store.revoke_all_grants();
         assert_eq!(store.lookup_refresh_token("r2"), RefreshLookup::Revoked);

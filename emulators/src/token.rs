@@ -161,6 +161,14 @@ pub(crate) fn refresh(
     let grant = match store.lookup_refresh_token(refresh_token) {
         RefreshLookup::Live(grant) => grant,
         RefreshLookup::Revoked => return Err(dead_refresh_token(flavor, true)),
+        RefreshLookup::Reused(grant) => {
+            // A provider with reuse detection kills the whole grant: whoever holds the current
+            // refresh token loses it too (RFC 9700 §4.14.2).
+            if handle.revokes_on_reuse() {
+                store.revoke_grant(grant);
+            }
+            return Err(dead_refresh_token(flavor, false));
+        }
         RefreshLookup::Unknown => return Err(dead_refresh_token(flavor, false)),
     };
     if let Some(error) = handle.refresh_error() {

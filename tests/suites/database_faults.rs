@@ -103,6 +103,9 @@ async fn scenario() {
 
     for emulator in [&h.microsoft, &h.notion] {
         emulator.handle.set_fault(Fault::Slow(PROVIDER_DELAY));
+        // A rotated refresh token that was not stored, used again, kills the grant (reuse
+        // detection, RFC 9700 §4.14.2): a lost write shows as a lost grant.
+        emulator.handle.set_revoke_on_reuse(true);
     }
     let refreshes_before = provider_refreshes(&h);
     let mut failures = Vec::new();

@@ -71,6 +71,20 @@ async fn every_refresh_rotates_and_the_old_refresh_token_is_rejected() {
 }
 
 #[tokio::test]
+async fn with_reuse_detection_a_rotated_away_refresh_token_kills_the_grant() {
+    let microsoft = start(Flavor::Microsoft).await;
+    microsoft.handle.set_revoke_on_reuse(true);
+    let body = connect(&microsoft, "alice@example.com").await;
+    let first = body["refresh_token"].as_str().unwrap().to_owned();
+    let (_, body) = refresh(&microsoft, &first).await;
+    let second = body["refresh_token"].as_str().unwrap().to_owned();
+    let (status, _) = refresh(&microsoft, &first).await;
+    assert_eq!(status, 400, "the old one is refused");
+    assert!(!microsoft.handle.is_refresh_token_live(&second), "and the current one dies with the grant");
+    assert_eq!(microsoft.handle.live_grants(), 0);
+}
+
+#[tokio::test]
 async fn a_basic_authorization_header_is_invalid_client() {
     let microsoft = start(Flavor::Microsoft).await;
     let response = client()
