@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod config;
+mod fuzz;
 pub mod crypto;
 pub mod http;
 pub mod keys;

@@ -143,7 +143,7 @@ const TOKEN_TYPE_MAX: usize = 20;
 
 /// A token answer's `token_type` as stored: RFC 6750 §4 says "Bearer" (Notion answers "bearer");
 /// another type keeps its printable characters, cut to the column's width.
-fn fitted_token_type(kind: &str) -> String {
+pub(crate) fn fitted_token_type(kind: &str) -> String {
     if kind.eq_ignore_ascii_case("bearer") {
         return "Bearer".to_owned();
     }
@@ -158,7 +158,7 @@ pub const UNREADABLE_LIFETIME_SECONDS: i64 = 300;
 /// The seconds of a token answer's `expires_in` (RFC 6749 §5.1): a number (some providers send a
 /// float) or a numeric string (some send that). Absent means the token does not expire; present but
 /// unreadable gets `UNREADABLE_LIFETIME_SECONDS`.
-fn lifetime(expires_in: Option<Value>) -> Option<i64> {
+pub(crate) fn lifetime(expires_in: Option<Value>) -> Option<i64> {
     let seconds = match expires_in? {
         Value::Null => return None,
         Value::Number(number) => number.as_f64(),
@@ -237,7 +237,7 @@ async fn error_from(response: reqwest::Response) -> ProviderError {
 
 /// A provider's `error` as a code (RFC 6749 §5.2 allows only printable ASCII): it reaches answers,
 /// audit rows and logs, so nothing else of what a provider sends may ride along.
-fn error_code(error: &str) -> String {
+pub(crate) fn error_code(error: &str) -> String {
     let code: String =
         error.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')).take(64).collect();
     if code.is_empty() { "invalid_error".to_owned() } else { code }
