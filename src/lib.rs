@@ -6,8 +6,8 @@
 
 pub mod auth;
 pub mod config;
-mod fuzz;
 pub mod crypto;
+mod fuzz;
 pub mod http;
 pub mod keys;
 pub mod oauth;

@@ -450,15 +450,23 @@ async fn account(
     Account::extract(provider, &document).ok_or(FlowError::IdentityUnavailable)
 }
 
-/// RFC 9207 §2.4: `iss` must equal the provider's issuer (Microsoft's names the user's tenant).
+/// RFC 9207 §2.4: `iss` must equal the provider's issuer (Microsoft's names the user's tenant,
+/// whose id is a GUID).
 fn issuer_matches(template: &str, iss: &str) -> bool {
     match template.split_once("{tid}") {
         None => template == iss,
-        Some((before, after)) => iss
-            .strip_prefix(before)
-            .and_then(|rest| rest.strip_suffix(after))
-            .is_some_and(|tid| !tid.is_empty() && !tid.contains('/')),
+        Some((before, after)) => {
+            iss.strip_prefix(before).and_then(|rest| rest.strip_suffix(after)).is_some_and(is_tenant_id)
+        }
     }
+}
+
+/// A tenant id: a GUID (`8-4-4-4-12` hex digits), never `..`, a host or an escape.
+fn is_tenant_id(tid: &str) -> bool {
+    tid.len() == 36
+        && tid
+            .char_indices()
+            .all(|(at, c)| if matches!(at, 8 | 13 | 18 | 23) { c == '-' } else { c.is_ascii_hexdigit() })
 }
 
 #[cfg(test)]
@@ -468,8 +476,14 @@ mod tests {
     #[test]
     fn templated_issuers_accept_one_tenant_segment() {
         let template = "https://login.microsoftonline.com/{tid}/v2.0";
-        assert!(issuer_matches(template, "https://login.microsoftonline.com/9188040d-6c67/v2.0"));
+        assert!(issuer_matches(
+            template,
+            "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0"
+        ));
         assert!(!issuer_matches(template, "https://login.microsoftonline.com//v2.0"));
+        for forged in ["..", ".", "%2e%2e", "evil.test", "9188040d-6c67", "9188040d-6c67-4c5b-b112-36a304b66dax"] {
+            assert!(!issuer_matches(template, &format!("https://login.microsoftonline.com/{forged}/v2.0")), "{forged}");
+        }
         assert!(!issuer_matches(template, "https://evil.example/9188040d/v2.0"));
         assert!(!issuer_matches(template, "https://login.microsoftonline.com/a/b/v2.0"));
         assert!(issuer_matches("https://accounts.google.com", "https://accounts.google.com"));

@@ -3,6 +3,7 @@
 //! the database faults; the provider faults and key rotation run in `tests/api/flow`.
 
 mod database_faults;
+mod flow_attacks;
 #[allow(dead_code)]
 #[path = "../api/flow/support.rs"]
 mod flow_support;
