@@ -149,6 +149,11 @@ pub struct RefreshSettings {
     pub interval_seconds: u64,
     pub lead_seconds: u64,
     pub concurrency: usize,
+    /// Only integrations handed out within this many hours are renewed ahead of expiry (0: all);
+    /// a hand-out of any other refreshes it when it needs to.
+    pub used_within_hours: u64,
+    /// Keep-alive refreshes (providers whose refresh tokens die unused) per round, at most.
+    pub keep_alive_per_round: i64,
 }
 
 /// The database: `DATABASE_URL` (default: a SQLite file in the data directory) and its pool.

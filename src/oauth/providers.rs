@@ -102,6 +102,8 @@ struct ProviderSpec {
     #[serde(default)]
     authorization_response_iss_parameter_supported: bool,
     #[serde(default)]
+    refresh_token_idle_days: Option<u32>,
+    #[serde(default)]
     jwks_uri: Option<String>,
     client_auth: ClientAuth,
     #[serde(default)]
@@ -159,6 +161,8 @@ pub struct Provider {
     /// The provider says (in its metadata) that its authorization responses carry `iss`
     /// (RFC 9207 §3): then a response without one is refused.
     pub authorization_response_iss_parameter_supported: bool,
+    /// Days after which the provider lets an unused refresh token die (Microsoft: 90).
+    pub refresh_token_idle_days: Option<u32>,
     pub jwks_uri: Option<String>,
     pub client_auth: ClientAuth,
     pub token_request_format: RequestFormat,
@@ -333,6 +337,7 @@ fn resolve(
         issuer: spec.issuer.as_deref().map(with_tenant),
         issuer_aliases: spec.issuer_aliases.clone(),
         authorization_response_iss_parameter_supported: spec.authorization_response_iss_parameter_supported,
+        refresh_token_idle_days: spec.refresh_token_idle_days,
         jwks_uri: spec.jwks_uri.as_deref().map(with_tenant),
         client_auth: spec.client_auth,
         token_request_format: spec.token_request_format,

@@ -189,8 +189,21 @@ pub trait Store: Send + Sync + 'static {
     /// commits the outcome, so a rotated refresh token is stored with the refresh that produced
     /// it. Dropping the refresh without committing releases the lock and writes nothing.
     async fn begin_refresh(&self, integration_id: i32) -> StoreResult<Box<dyn RefreshTx>>;
-    /// Active integrations with a refresh token whose access token expires before `cutoff`.
-    async fn integrations_expiring_before(&self, cutoff: NaiveDateTime, limit: i64) -> StoreResult<Vec<i32>>;
+    /// Active integrations with a refresh token whose access token expires before `cutoff` and
+    /// that were handed out since `used_since` (`None`: used or not).
+    async fn integrations_expiring_before(
+        &self,
+        cutoff: NaiveDateTime,
+        used_since: Option<NaiveDateTime>,
+        limit: i64,
+    ) -> StoreResult<Vec<i32>>;
+    /// Active integrations of `provider` with a refresh token not renewed since `before`.
+    async fn integrations_unrenewed_since(
+        &self,
+        provider: &str,
+        before: NaiveDateTime,
+        limit: i64,
+    ) -> StoreResult<Vec<i32>>;
 
     /// Deletes the token row, marks the integration revoked, revokes its consents and writes the
     /// `revoke` and `disconnect` audit rows. `false` when it was already revoked (nothing written).

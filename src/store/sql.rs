@@ -155,11 +155,20 @@ pub const MARK_REFRESH_FAILED: &str =
                         error_message = $3, error_count = COALESCE(error_count, 0) + 1, updated_at = $4
                      WHERE id = $1";
 
-/// Active integrations with a refresh token whose access token expires before `$1`.
+/// Active integrations with a refresh token whose access token expires before `$1`, handed out
+/// since `$3` (all of them when `$3` is NULL).
 pub const EXPIRING_INTEGRATIONS: &str =
     "SELECT i.id FROM oauth_integrations i JOIN oauth_tokens t ON t.integration_id = i.id
              WHERE i.status = 'active' AND t.refresh_token IS NOT NULL AND t.expires_at < $1
+               AND ($3 IS NULL OR t.last_used_at >= $3)
              ORDER BY t.expires_at LIMIT $2";
+
+/// Active integrations of provider `$1` with a refresh token last renewed before `$2`, the
+/// longest unrenewed first.
+pub const UNRENEWED_INTEGRATIONS: &str =
+    "SELECT i.id FROM oauth_integrations i JOIN oauth_tokens t ON t.integration_id = i.id
+             WHERE i.status = 'active' AND i.provider = $1 AND t.refresh_token IS NOT NULL AND t.updated_at < $2
+             ORDER BY t.updated_at LIMIT $3";
 
 /// Forgets an integration's tokens.
 pub const DELETE_TOKENS: &str = "DELETE FROM oauth_tokens WHERE integration_id = $1";

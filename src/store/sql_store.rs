@@ -407,8 +407,24 @@ where
         Ok(Box::new(SqlRefresh { pool: self.pool.clone(), hold, current }))
     }
 
-    async fn integrations_expiring_before(&self, cutoff: NaiveDateTime, limit: i64) -> StoreResult<Vec<i32>> {
-        Ok(sqlx::query_scalar(sql::EXPIRING_INTEGRATIONS).bind(cutoff).bind(limit).fetch_all(&self.pool).await?)
+    async fn integrations_expiring_before(
+        &self,
+        cutoff: NaiveDateTime,
+        used_since: Option<NaiveDateTime>,
+        limit: i64,
+    ) -> StoreResult<Vec<i32>> {
+        let query = sqlx::query_scalar(sql::EXPIRING_INTEGRATIONS).bind(cutoff).bind(limit).bind(used_since);
+        Ok(query.fetch_all(&self.pool).await?)
+    }
+
+    async fn integrations_unrenewed_since(
+        &self,
+        provider: &str,
+        before: NaiveDateTime,
+        limit: i64,
+    ) -> StoreResult<Vec<i32>> {
+        let query = sqlx::query_scalar(sql::UNRENEWED_INTEGRATIONS).bind(provider.to_owned()).bind(before).bind(limit);
+        Ok(query.fetch_all(&self.pool).await?)
     }
 
     async fn revoke_integration(&self, id: i32, record: &RevokeRecord) -> StoreResult<bool> {

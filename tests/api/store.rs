@@ -300,7 +300,7 @@ async fn expiring_integrations_are_found_for_the_refresher(backend: Backend) {
     no_refresh.refresh_token = None;
     no_refresh.expires_at = now() + Duration::minutes(1);
     store.complete_connect(&no_refresh).await.unwrap();
-    assert_eq!(store.integrations_expiring_before(now() + Duration::minutes(5), 10).await.unwrap(), [soon.id]);
+    assert_eq!(store.integrations_expiring_before(now() + Duration::minutes(5), None, 10).await.unwrap(), [soon.id]);
 }
 
 async fn revoking_deletes_tokens_revokes_consents_and_is_idempotent(backend: Backend) {

@@ -132,6 +132,7 @@ async fn the_proactive_refresher_renews_tokens_before_they_expire() {
     let path = config_file("[refresh]\ninterval_seconds = 1\nlead_seconds = 300\nconcurrency = 2\n");
     let h = Harness::start_with(Backend::Postgres, |config| config.set("OAUTH_CONFIG_FILE", path)).await;
     let id = h.connect("google").await;
+    h.token_body(id, 0).await; // used: the flusher records it within a second
     h.set_token_times(id, Some(120), 3000).await;
     let renewed = eventually(6, || async {
         let integration = h.integration(id).await;
@@ -141,6 +142,36 @@ async fn the_proactive_refresher_renews_tokens_before_they_expire() {
     .await;
     assert!(renewed, "the token expiring in 2 minutes was renewed in the background");
     assert_eq!(h.google.handle.counters().refreshes, 1, "and only once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_integration_is_not_renewed_ahead_of_expiry_but_on_its_next_hand_out() {
+    let path = config_file("[refresh]\ninterval_seconds = 1\nlead_seconds = 300\nconcurrency = 2\n");
+    let h = Harness::start_with(Backend::Postgres, |config| config.set("OAUTH_CONFIG_FILE", path)).await;
+    let id = h.connect("google").await; // connected, never handed out
+    h.set_token_times(id, Some(120), 3000).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(h.google.handle.counters().refreshes, 0, "nobody uses it: no provider call, no audit row");
+    let token = h.token_body(id, 600).await; // needs 10 minutes: refreshed now
+    assert!(h.google.handle.is_access_token_live(token["access_token"].as_str().unwrap()));
+    assert_eq!(h.google.handle.counters().refreshes, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_token_that_dies_unused_gets_a_keep_alive_refresh() {
+    let path = config_file("[refresh]\ninterval_seconds = 1\nlead_seconds = 300\nconcurrency = 2\n");
+    let h = Harness::start_with(Backend::Postgres, |config| config.set("OAUTH_CONFIG_FILE", path)).await;
+    let microsoft = h.connect("microsoft").await; // refresh_token_idle_days = 90
+    let google = h.connect("google").await; // no idle limit
+    // Both untouched for 70 days (past two thirds of Microsoft's 90), neither used, both valid.
+    for id in [microsoft, google] {
+        h.set_token_times(id, Some(3000), 70 * 24 * 3600).await;
+    }
+    let kept_alive = eventually(6, || async { h.microsoft.handle.counters().refreshes == 1 }).await;
+    assert!(kept_alive, "Microsoft's refresh token is renewed before it dies of disuse");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(h.microsoft.handle.counters().refreshes, 1, "once, not every round");
+    assert_eq!(h.google.handle.counters().refreshes, 0, "Google's does not die unused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
