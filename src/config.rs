@@ -154,6 +154,9 @@ pub struct RefreshSettings {
     pub used_within_hours: u64,
     /// Keep-alive refreshes (providers whose refresh tokens die unused) per round, at most.
     pub keep_alive_per_round: i64,
+    /// Refreshes talking to providers at once in this process (a refresh holds no database
+    /// connection while it waits for the provider).
+    pub max_in_flight: u32,
 }
 
 /// The database: `DATABASE_URL` (default: a SQLite file in the data directory) and its pool.

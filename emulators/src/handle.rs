@@ -33,6 +33,9 @@ pub struct Counters {
     pub userinfo_calls: u64,
     /// Fetches of the JWKS.
     pub jwks_fetches: u64,
+    /// The most requests a `Fault::Slow` held at once: how many callers waited on the provider
+    /// together.
+    pub most_held_at_once: u64,
 }
 
 /// A failure injected into the token, revocation and identity endpoints.
@@ -113,6 +116,8 @@ struct AtomicCounters {
     revocations: AtomicU64,
     userinfo_calls: AtomicU64,
     jwks_fetches: AtomicU64,
+    held_now: AtomicU64,
+    most_held_at_once: AtomicU64,
 }
 
 /// The switches a test flips; read by handlers on every request.
@@ -168,6 +173,7 @@ impl EmulatorHandle {
             revocations: c.revocations.load(Ordering::SeqCst),
             userinfo_calls: c.userinfo_calls.load(Ordering::SeqCst),
             jwks_fetches: c.jwks_fetches.load(Ordering::SeqCst),
+            most_held_at_once: c.most_held_at_once.load(Ordering::SeqCst),
         }
     }
 
@@ -337,7 +343,11 @@ pub(crate) async fn injected_fault(handle: &EmulatorHandle) -> Option<Response> 
     match handle.fault() {
         Fault::None => None,
         Fault::Slow(delay) => {
+            let c = &handle.shared.counters;
+            let held = c.held_now.fetch_add(1, Ordering::SeqCst) + 1;
+            c.most_held_at_once.fetch_max(held, Ordering::SeqCst);
             tokio::time::sleep(delay).await;
+            c.held_now.fetch_sub(1, Ordering::SeqCst);
             None
         }
         Fault::ServerError => {

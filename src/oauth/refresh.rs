@@ -83,19 +83,23 @@ impl RefreshError {
     }
 }
 
-/// The in-process side of single-flight refreshes: a lock per integration and a bound on how
-/// many refreshes hold a database connection at once.
+/// The in-process side of refreshes: a lock per integration, a bound on refreshes in flight
+/// (they hold no database connection while the provider answers, so the bound is the
+/// providers' and the process's, not the pool's), and a bound on refreshes writing at once (each
+/// holds a pooled connection for its transaction), so the hand-out path always finds one.
 pub struct Refreshes {
     locks: KeyedLocks,
     slots: Arc<Semaphore>,
     capacity: u32,
+    writers: Semaphore,
 }
 
 impl Refreshes {
-    /// At most half of `max_connections` refreshes at once, leaving the rest to the hand-out path.
-    pub fn new(max_connections: u32) -> Self {
-        let capacity = (max_connections / 2).max(1);
-        Self { locks: KeyedLocks::default(), slots: Arc::new(Semaphore::new(capacity as usize)), capacity }
+    /// At most `in_flight` refreshes at once, and half of `max_connections` writing.
+    pub fn new(in_flight: u32, max_connections: u32) -> Self {
+        let capacity = in_flight.max(1);
+        let writers = Semaphore::new((max_connections / 2).max(1) as usize);
+        Self { locks: KeyedLocks::default(), slots: Arc::new(Semaphore::new(capacity as usize)), capacity, writers }
     }
 
     /// Holds integration `id` against refreshes in this process (a disconnect takes it too).
@@ -128,7 +132,6 @@ pub async fn refresh(
     let decision = run_to_end(async move {
         let vault = task_vault;
         let _in_process = vault.refreshes.hold(integration_id).await;
-        // Each refresh holds a database connection while the provider answers: never all of them.
         let _slot = vault.refreshes.slots.clone().acquire_owned().await.expect("the refresh semaphore is never closed");
         let refresh = vault.store.begin_refresh(integration_id).await?;
         let decided_on = refresh.current().clone();
@@ -138,7 +141,11 @@ pub async fn refresh(
             Err(error) => (error.recorded(), None),
         };
         let audit = RefreshAudit { client, duration_ms: elapsed_ms(started), reason };
-        let written = commit(&vault, refresh, &decided_on, &step, &audit, rotated.is_some()).await?;
+        let written = {
+            // Writing holds a pooled connection: only so many at once.
+            let _writing = vault.refreshes.writers.acquire().await.expect("the writer semaphore is never closed");
+            commit(&vault, refresh, &decided_on, &step, &audit, rotated.is_some()).await?
+        };
         if written == RefreshWrite::DiscardedDisconnected
             && let Some(orphan) = rotated
         {

@@ -48,7 +48,7 @@ pub async fn build_state(config: Config, providers: Providers, secrets: Secrets)
         .context("building the HTTP client")?;
     let config = Arc::new(config);
     let vault = Vault {
-        refreshes: Arc::new(Refreshes::new(config.database.max_connections)),
+        refreshes: Arc::new(Refreshes::new(config.refresh.max_in_flight, config.database.max_connections)),
         config: config.clone(),
         store,
         keys: Arc::new(secrets.keys),

@@ -5,24 +5,20 @@
 use std::future::Future;
 
 use sqlx::{Database, Pool, Transaction};
-use tokio::sync::OwnedMutexGuard;
 
-use super::{DatabaseKind, KeyedLocks, StoreResult};
+use super::{DatabaseKind, StoreResult};
 
-/// How a refresh holds its integration while the provider answers.
-pub enum RefreshHold<D: Database> {
-    /// PostgreSQL: a transaction holding the integration's advisory lock until it ends, so no
-    /// other process refreshes it meanwhile.
-    Transaction(Transaction<'static, D>),
-    /// SQLite: one process owns the file, so an in-process lock serialises refreshes; the
-    /// provider call runs outside any transaction and never blocks other writers.
-    InProcess(OwnedMutexGuard<()>),
-}
+/// An integration held for a refresh: released when dropped, after the outcome is written. It
+/// holds no pooled connection, so refreshes waiting on providers never starve the pool.
+pub struct RefreshHold(pub Box<dyn Send + Sync>);
 
 /// A database the shared store runs on.
 pub trait Dialect: Database {
     /// Which database this is.
     const KIND: DatabaseKind;
+    /// What serialises refreshes of one integration (in this process and, on PostgreSQL, across
+    /// processes).
+    type RefreshLocks: Send + Sync + 'static;
     /// Reads the integration a revoke changes (`RevokedIntegrationRow`), holding its row until
     /// the transaction ends.
     const LOCK_FOR_REVOKE: &'static str;
@@ -37,14 +33,12 @@ pub trait Dialect: Database {
 
     /// A pool of `max_connections` to the database at `url`.
     fn connect(url: &str, max_connections: u32) -> impl Future<Output = anyhow::Result<Pool<Self>>> + Send;
+    /// The refresh locks of the database `pool` connects to.
+    fn refresh_locks(pool: &Pool<Self>) -> Self::RefreshLocks;
     /// Begins a transaction that will write.
     fn begin_write(pool: &Pool<Self>) -> impl Future<Output = sqlx::Result<Transaction<'static, Self>>> + Send;
-    /// Takes integration `id`'s refresh lock.
-    fn hold_for_refresh(
-        pool: &Pool<Self>,
-        locks: &KeyedLocks,
-        id: i32,
-    ) -> impl Future<Output = StoreResult<RefreshHold<Self>>> + Send;
+    /// Takes integration `id`'s refresh lock, waiting (bounded) for another holder.
+    fn hold_for_refresh(locks: &Self::RefreshLocks, id: i32) -> impl Future<Output = StoreResult<RefreshHold>> + Send;
     /// Serialises usage writes of integration `id` across processes, within `tx`.
     fn lock_usage(tx: &mut Transaction<'static, Self>, id: i32) -> impl Future<Output = StoreResult<()>> + Send;
     /// Creates the tables where they are missing.

@@ -1,17 +1,20 @@
-//! PostgreSQL, the production database: advisory locks across replicas, row locks, and the
-//! column codecs (`TEXT[]`, `JSONB`, `INET`).
+//! PostgreSQL, the production database: advisory locks across replicas (session-level ones for
+//! refreshes, on a connection of their own), row locks, and the column codecs (`TEXT[]`,
+//! `JSONB`, `INET`).
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use serde_json::Value;
 use sqlx::error::BoxDynError;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::codecs::{CarriedBy, IpAddress, JsonDoc, Scopes};
 use super::dialect::{Dialect, RefreshHold};
-use super::{DatabaseKind, KeyedLocks, StoreResult};
+use super::{DatabaseKind, KeyedLocks, StoreError, StoreResult};
 
 /// Namespaces of the two-key advisory locks, so ours never collide with the host app's.
 const REFRESH_LOCK: i32 = 0x6f61_7201;
@@ -19,6 +22,7 @@ const USAGE_LOCK: i32 = 0x6f61_7202;
 
 impl Dialect for Postgres {
     const KIND: DatabaseKind = DatabaseKind::Postgres;
+    type RefreshLocks = Arc<AdvisoryLocks>;
     const LOCK_FOR_REVOKE: &'static str =
         "SELECT user_id, provider, status, scopes FROM oauth_integrations WHERE id = $1 FOR UPDATE";
     const LOCK_FOR_CONNECT: &'static str =
@@ -41,15 +45,12 @@ impl Dialect for Postgres {
         pool.begin().await
     }
 
-    async fn hold_for_refresh(pool: &PgPool, _locks: &KeyedLocks, id: i32) -> StoreResult<RefreshHold<Postgres>> {
-        let mut tx = pool.begin().await?;
-        // Bounded wait: a stuck holder must not hang every caller forever.
-        sqlx::query("SET LOCAL lock_timeout = '30s'").execute(&mut *tx).await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)").bind(REFRESH_LOCK).bind(id).execute(&mut *tx).await?;
-        // Once the provider has answered, a rotated refresh token must be written: no lock wait
-        // after this point may abort the transaction (the row locks are held only briefly).
-        sqlx::query("SET LOCAL lock_timeout = 0").execute(&mut *tx).await?;
-        Ok(RefreshHold::Transaction(tx))
+    fn refresh_locks(pool: &PgPool) -> Arc<AdvisoryLocks> {
+        Arc::new(AdvisoryLocks::new(pool.connect_options()))
+    }
+
+    async fn hold_for_refresh(locks: &Arc<AdvisoryLocks>, id: i32) -> StoreResult<RefreshHold> {
+        Ok(RefreshHold(Box::new(locks.acquire(id).await?)))
     }
 
     async fn lock_usage(tx: &mut Transaction<'static, Postgres>, id: i32) -> StoreResult<()> {
@@ -65,6 +66,81 @@ impl Dialect for Postgres {
     async fn allow_custom_providers(pool: &PgPool) -> anyhow::Result<()> {
         sqlx::raw_sql(include_str!("../../migrations/optional/postgres_custom_providers.sql")).execute(pool).await?;
         Ok(())
+    }
+}
+
+/// How long a refresh waits for another process's refresh of the same integration.
+const REFRESH_LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// Session-level advisory locks (one per integration, across every replica) held on one
+/// connection of their own, outside the pool: a refresh keeps its integration locked while the
+/// provider answers without keeping a pooled connection, so the number of refreshes in flight is
+/// not bound by the pool. A session may take its own advisory lock twice, so an in-process lock
+/// per integration comes first. Should the connection break, PostgreSQL releases its locks; a
+/// refresh still in flight then finds the row written by the other one and discards its outcome
+/// (`rules::refresh_outcome_applies`).
+pub struct AdvisoryLocks {
+    options: Arc<PgConnectOptions>,
+    connection: AsyncMutex<Option<PgConnection>>,
+    in_process: KeyedLocks,
+}
+
+/// An integration's advisory lock; released (in the background) when dropped.
+struct AdvisoryLock {
+    locks: Arc<AdvisoryLocks>,
+    id: i32,
+    _in_process: OwnedMutexGuard<()>,
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        let (locks, id) = (self.locks.clone(), self.id);
+        tokio::spawn(async move { locks.release(id).await });
+    }
+}
+
+impl AdvisoryLocks {
+    fn new(options: Arc<PgConnectOptions>) -> Self {
+        Self { options, connection: AsyncMutex::new(None), in_process: KeyedLocks::default() }
+    }
+
+    async fn acquire(self: &Arc<Self>, id: i32) -> StoreResult<AdvisoryLock> {
+        let in_process = self.in_process.lock(id).await;
+        let deadline = Instant::now() + REFRESH_LOCK_WAIT;
+        loop {
+            if self.try_lock(id).await? {
+                return Ok(AdvisoryLock { locks: self.clone(), id, _in_process: in_process });
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Busy);
+            }
+            // Another replica refreshes it: it takes about one provider call.
+            tokio::time::sleep(Duration::from_millis(rand::random_range(10..40))).await;
+        }
+    }
+
+    async fn try_lock(&self, id: i32) -> StoreResult<bool> {
+        let mut connection = self.connection.lock().await;
+        if connection.is_none() {
+            *connection = Some(PgConnection::connect_with(&self.options).await?);
+        }
+        let query = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)").bind(REFRESH_LOCK).bind(id);
+        let result = query.fetch_one(connection.as_mut().expect("connected above")).await;
+        if result.is_err() {
+            // A broken connection released its locks anyway; the next caller reconnects.
+            *connection = None;
+        }
+        Ok(result?)
+    }
+
+    async fn release(&self, id: i32) {
+        let mut connection = self.connection.lock().await;
+        let Some(held) = connection.as_mut() else { return };
+        let query = sqlx::query("SELECT pg_advisory_unlock($1, $2)").bind(REFRESH_LOCK).bind(id);
+        if let Err(error) = query.execute(held).await {
+            tracing::warn!(%error, "the refresh lock connection broke (its locks are released with it)");
+            *connection = None;
+        }
     }
 }
 

@@ -5,8 +5,6 @@
 //! not carry such bounds from a trait to its users (rust-lang/rust#20671), so each generic impl
 //! states them.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, Utc};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Postgres, Sqlite, Transaction, Type};
@@ -17,9 +15,9 @@ use super::rows::{
     ApiCallRow, AuditRow, ConsentRow, IntegrationRow, RevokedIntegrationRow, ScopeRow, StateRow, TokenRow,
 };
 use super::{
-    AuditEntry, AuditEvent, AuditQuery, ConnectRecord, Consent, DatabaseKind, Integration, IntegrationFilter,
-    KeyedLocks, NewState, RefreshAudit, RefreshStep, RefreshTx, RefreshWrite, RevokeRecord, ScopeEntry, StateRecord,
-    StatusCounts, Store, StoreError, StoreResult, StoredToken, TokenSecrets, UsageDelta, VerifierSecret, rules, sql,
+    AuditEntry, AuditEvent, AuditQuery, ConnectRecord, Consent, DatabaseKind, Integration, IntegrationFilter, NewState,
+    RefreshAudit, RefreshStep, RefreshTx, RefreshWrite, RevokeRecord, ScopeEntry, StateRecord, StatusCounts, Store,
+    StoreError, StoreResult, StoredToken, TokenSecrets, UsageDelta, VerifierSecret, rules, sql,
 };
 
 /// A Rust type that database `D` both binds and reads.
@@ -28,10 +26,10 @@ pub trait Codec<D: Database>: for<'q> Encode<'q, D> + for<'r> Decode<'r, D> + Ty
 impl<D: Database, T> Codec<D> for T where T: for<'q> Encode<'q, D> + for<'r> Decode<'r, D> + Type<D> {}
 
 /// The store on a pool of database `D`.
-pub struct SqlStore<D: Database> {
+pub struct SqlStore<D: Dialect> {
     pool: Pool<D>,
-    /// SQLite's refresh lock (one process owns the file); PostgreSQL locks in the database.
-    refresh_locks: Arc<KeyedLocks>,
+    /// What serialises refreshes of one integration.
+    refresh_locks: D::RefreshLocks,
 }
 
 /// The production store.
@@ -42,7 +40,8 @@ pub type SqliteStore = SqlStore<Sqlite>;
 impl<D: Dialect> SqlStore<D> {
     /// Connects a pool of `max_connections` to `url`.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
-        Ok(Self { pool: D::connect(url, max_connections).await?, refresh_locks: Arc::default() })
+        let pool = D::connect(url, max_connections).await?;
+        Ok(Self { refresh_locks: D::refresh_locks(&pool), pool })
     }
 
     /// The underlying pool (tests and benchmarks).
@@ -397,12 +396,9 @@ where
     }
 
     async fn begin_refresh(&self, integration_id: i32) -> StoreResult<Box<dyn RefreshTx>> {
-        let mut hold = D::hold_for_refresh(&self.pool, &self.refresh_locks, integration_id).await?;
-        let query = sqlx::query_as::<D, TokenRow>(sql::SELECT_TOKEN).bind(integration_id);
-        let current = match &mut hold {
-            RefreshHold::Transaction(tx) => query.fetch_optional(&mut **tx).await?,
-            RefreshHold::InProcess(_) => query.fetch_optional(&self.pool).await?,
-        };
+        let hold = D::hold_for_refresh(&self.refresh_locks, integration_id).await?;
+        let current: Option<TokenRow> =
+            sqlx::query_as(sql::SELECT_TOKEN).bind(integration_id).fetch_optional(&self.pool).await?;
         let current = current.ok_or(StoreError::NotFound)?.into();
         Ok(Box::new(SqlRefresh { pool: self.pool.clone(), hold, current }))
     }
@@ -540,7 +536,7 @@ where
 /// A refresh holding its integration (`Store::begin_refresh`).
 struct SqlRefresh<D: Database> {
     pool: Pool<D>,
-    hold: RefreshHold<D>,
+    hold: RefreshHold,
     current: StoredToken,
 }
 
@@ -574,13 +570,11 @@ where
 
     async fn commit(self: Box<Self>, step: &RefreshStep, audit: &RefreshAudit) -> StoreResult<RefreshWrite> {
         let Self { pool, hold, current } = *self;
-        // The in-process lock, where that is the lock, is held until the outcome is written.
-        let (mut tx, _held) = match hold {
-            RefreshHold::Transaction(tx) => (tx, None),
-            RefreshHold::InProcess(guard) => (D::begin_write(&pool).await?, Some(guard)),
-        };
+        // The lock is held until the outcome is committed, then released.
+        let mut tx = D::begin_write(&pool).await?;
         let write = SqlStore::<D>::apply_refresh(&mut tx, &current, step, audit).await?;
         tx.commit().await?;
+        drop(hold);
         Ok(write)
     }
 }

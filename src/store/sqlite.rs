@@ -3,6 +3,7 @@
 //! and JSON are JSON text, INET is text, timestamps UTC text.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -17,6 +18,7 @@ use super::{DatabaseKind, KeyedLocks, StoreResult};
 
 impl Dialect for Sqlite {
     const KIND: DatabaseKind = DatabaseKind::Sqlite;
+    type RefreshLocks = Arc<KeyedLocks>;
     // No row locks: `BEGIN IMMEDIATE` already holds the database's only write lock.
     const LOCK_FOR_REVOKE: &'static str =
         "SELECT user_id, provider, status, scopes FROM oauth_integrations WHERE id = $1";
@@ -50,8 +52,13 @@ impl Dialect for Sqlite {
         pool.begin_with("BEGIN IMMEDIATE").await
     }
 
-    async fn hold_for_refresh(_pool: &SqlitePool, locks: &KeyedLocks, id: i32) -> StoreResult<RefreshHold<Sqlite>> {
-        Ok(RefreshHold::InProcess(locks.lock(id).await))
+    fn refresh_locks(_pool: &SqlitePool) -> Arc<KeyedLocks> {
+        Arc::default()
+    }
+
+    async fn hold_for_refresh(locks: &Arc<KeyedLocks>, id: i32) -> StoreResult<RefreshHold> {
+        // One process owns the file: an in-process lock is the whole lock.
+        Ok(RefreshHold(Box::new(locks.lock(id).await)))
     }
 
     async fn lock_usage(_tx: &mut Transaction<'static, Sqlite>, _id: i32) -> StoreResult<()> {

@@ -97,30 +97,9 @@ async fn slow_refreshes_never_exhaust_the_database_pool(backend: Backend) {
         config.set("DATABASE_MAX_CONNECTIONS", "4").set("OAUTH_CONFIG_FILE", settings)
     })
     .await;
-    let mut ids = Vec::new();
-    for n in 0..6 {
-        let user = h.app.user(&format!("user{n}@example.com")).await;
-        let flow = json_body(h.initiate_as(&user.token, "microsoft", serde_json::json!({})).await, 200).await;
-        let login = format!("user{n}@example.com");
-        let callback = h.approve(flow["authorization_url"].as_str().unwrap(), Some(&login), None).await;
-        let connected = json_body(h.callback(&callback).await, 200).await;
-        ids.push(connected["integration_id"].as_i64().unwrap());
-    }
-    for id in &ids {
-        h.set_token_times(*id, Some(-60), 3600).await;
-    }
+    let ids = expired_microsoft_integrations(&h, 6).await;
     h.microsoft.handle.set_fault(Fault::Slow(Duration::from_secs(3)));
-    let hand_outs: Vec<_> = ids
-        .iter()
-        .map(|id| {
-            let request = h
-                .app
-                .client
-                .get(h.app.url(&format!("{API}/integrations/{id}/token")))
-                .bearer_auth(crate::support::SERVICE_KEY);
-            tokio::spawn(request.send())
-        })
-        .collect();
+    let hand_outs = spawn_hand_outs(&h, &ids);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     json_body(h.get("/integrations").await, 200).await;
@@ -131,8 +110,58 @@ async fn slow_refreshes_never_exhaust_the_database_pool(backend: Backend) {
     }
 }
 
+/// A refresh holds no database connection while the provider answers, so the refreshes in
+/// flight are bound by `refresh.max_in_flight`, not by the pool: on a pool of 4, six refreshes wait
+/// on the provider together (before, half the pool, 2, did).
+async fn refreshes_in_flight_are_not_bound_by_the_database_pool(backend: Backend) {
+    let h = Harness::start_with(backend, |config| config.set("DATABASE_MAX_CONNECTIONS", "4")).await;
+    let ids = expired_microsoft_integrations(&h, 6).await;
+    h.microsoft.handle.set_fault(Fault::Slow(Duration::from_millis(1500)));
+    let mut tokens = std::collections::HashSet::new();
+    for hand_out in spawn_hand_outs(&h, &ids) {
+        let body = json_body(hand_out.await.unwrap().unwrap(), 200).await;
+        tokens.insert(body["access_token"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(tokens.len(), 6, "each integration got its own fresh token");
+    let counters = h.microsoft.handle.counters();
+    assert_eq!(counters.refreshes, 6);
+    assert_eq!(counters.most_held_at_once, 6, "all six refreshes waited on the provider at once");
+}
+
+/// Connects `count` users' Microsoft accounts and makes their stored access tokens expired.
+async fn expired_microsoft_integrations(h: &Harness, count: usize) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for n in 0..count {
+        let user = h.app.user(&format!("user{n}@example.com")).await;
+        let flow = json_body(h.initiate_as(&user.token, "microsoft", serde_json::json!({})).await, 200).await;
+        let login = format!("user{n}@example.com");
+        let callback = h.approve(flow["authorization_url"].as_str().unwrap(), Some(&login), None).await;
+        let connected = json_body(h.callback(&callback).await, 200).await;
+        ids.push(connected["integration_id"].as_i64().unwrap());
+    }
+    for id in &ids {
+        h.set_token_times(*id, Some(-60), 3600).await;
+    }
+    ids
+}
+
+/// Starts a backend's hand-out of each of `ids` at once.
+fn spawn_hand_outs(h: &Harness, ids: &[i64]) -> Vec<tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>> {
+    ids.iter()
+        .map(|id| {
+            let request = h
+                .app
+                .client
+                .get(h.app.url(&format!("{API}/integrations/{id}/token")))
+                .bearer_auth(crate::support::SERVICE_KEY);
+            tokio::spawn(request.send())
+        })
+        .collect()
+}
+
 on_both_backends!(
     every_token_endpoint_fault_is_a_clean_502_that_changes_no_token,
     a_provider_refusing_connections_is_a_clean_502,
     slow_refreshes_never_exhaust_the_database_pool,
+    refreshes_in_flight_are_not_bound_by_the_database_pool,
 );
