@@ -93,7 +93,18 @@ struct FileSettings {
     http: HttpSettings,
     flow: FlowSettings,
     refresh: RefreshSettings,
+    token_cache: TokenCacheSettings,
     limits: LimitSettings,
+}
+
+/// The hand-out cache (`store::token_cache`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCacheSettings {
+    /// `OAUTH_TOKEN_CACHE` overrides it.
+    pub enabled: bool,
+    pub max_megabytes: u64,
+    pub max_age_seconds: u64,
 }
 
 /// Limits of the HTTP server and of the provider client.
@@ -229,6 +240,7 @@ pub struct Config {
     pub http: HttpSettings,
     pub flow: FlowSettings,
     pub refresh: RefreshSettings,
+    pub token_cache: TokenCacheSettings,
     pub limits: LimitSettings,
 }
 
@@ -290,6 +302,10 @@ impl Config {
             http: file.http,
             flow: file.flow,
             refresh: file.refresh,
+            token_cache: TokenCacheSettings {
+                enabled: env.flag("OAUTH_TOKEN_CACHE", file.token_cache.enabled)?,
+                ..file.token_cache
+            },
             limits: file.limits,
         })
     }

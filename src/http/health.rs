@@ -33,5 +33,6 @@ pub(super) async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Valu
         "status": "ready",
         "database": "ok",
         "primary_key_id": state.vault.keys.primary_key_id(),
+        "token_cache": state.vault.store.token_cache(),
     })))
 }

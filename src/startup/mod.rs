@@ -24,7 +24,11 @@ use crate::store;
 /// Builds the application state: opens and migrates the database, checks the roles query, seeds
 /// the scope catalogues.
 pub async fn build_state(config: Config, providers: Providers, secrets: Secrets) -> anyhow::Result<AppState> {
-    let store = store::connect(config.database.url.expose_secret(), config.database.max_connections).await?;
+    let cache = config.token_cache.enabled.then(|| store::TokenCacheLimits {
+        max_bytes: config.token_cache.max_megabytes * 1024 * 1024,
+        max_age: std::time::Duration::from_secs(config.token_cache.max_age_seconds),
+    });
+    let store = store::connect(config.database.url.expose_secret(), config.database.max_connections, cache).await?;
     store.migrate().await.context("running migrations")?;
     if let crate::config::RolesSource::Database { query } = &config.roles_source {
         // A wrong query must stop start-up, not silently make every administrator a user.

@@ -3,14 +3,31 @@
 //! row locks, and migrations. Everything else is in `sql_store`.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use sqlx::{Database, Pool, Transaction};
 
+use super::token_cache::{TokenCache, TokenChange};
 use super::{DatabaseKind, StoreResult};
 
 /// An integration held for a refresh: released when dropped, after the outcome is written. It
 /// holds no pooled connection, so refreshes waiting on providers never starve the pool.
 pub struct RefreshHold(pub Box<dyn Send + Sync>);
+
+/// A task that runs as long as its owner: aborted when dropped.
+pub struct BackgroundTask(tokio::task::JoinHandle<()>);
+
+impl BackgroundTask {
+    pub fn spawn(work: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(tokio::spawn(work))
+    }
+}
+
+impl Drop for BackgroundTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// A database the shared store runs on.
 pub trait Dialect: Database {
@@ -39,6 +56,15 @@ pub trait Dialect: Database {
     fn begin_write(pool: &Pool<Self>) -> impl Future<Output = sqlx::Result<Transaction<'static, Self>>> + Send;
     /// Takes integration `id`'s refresh lock, waiting (bounded) for another holder.
     fn hold_for_refresh(locks: &Self::RefreshLocks, id: i32) -> impl Future<Output = StoreResult<RefreshHold>> + Send;
+    /// Tells every process on this database, once `tx` commits, that `change` happened (their
+    /// token caches drop it).
+    fn notify_change(
+        tx: &mut Transaction<'static, Self>,
+        change: &TokenChange,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Keeps `cache` live exactly while this process hears every other process's changes (with
+    /// the task it returns, if it needs one).
+    fn watch_changes(pool: &Pool<Self>, cache: Arc<TokenCache>) -> Option<BackgroundTask>;
     /// Serialises usage writes of integration `id` across processes, within `tx`.
     fn lock_usage(tx: &mut Transaction<'static, Self>, id: i32) -> impl Future<Output = StoreResult<()>> + Send;
     /// Creates the tables where they are missing.

@@ -6,6 +6,7 @@
 //! trait stays "dumb": it reads and writes rows, each write in one explicit transaction; what to
 //! refresh and who may see what is decided above it.
 
+mod change_feed;
 mod codecs;
 mod dialect;
 mod locks;
@@ -16,6 +17,7 @@ mod rules;
 mod sql;
 mod sql_store;
 mod sqlite;
+mod token_cache;
 
 use std::sync::Arc;
 
@@ -25,6 +27,7 @@ use chrono::NaiveDateTime;
 pub use locks::KeyedLocks;
 pub use models::*;
 pub use sql_store::{PgStore, SqlStore, SqliteStore};
+pub use token_cache::{TokenCacheLimits, TokenCacheState, TokenChange};
 
 use crate::config::DatabaseKind;
 
@@ -139,6 +142,8 @@ pub trait Store: Send + Sync + 'static {
     fn kind(&self) -> DatabaseKind;
     /// Round trip to the database (readiness).
     async fn ping(&self) -> StoreResult<()>;
+    /// Whether hand-outs are served from the token cache now.
+    fn token_cache(&self) -> TokenCacheState;
     /// Creates the tables where they are missing (see `migrations/`).
     async fn migrate(&self) -> anyhow::Result<()>;
     /// The explicit opt-in that lets providers beyond the four built-ins be stored (relaxes the
@@ -245,11 +250,22 @@ pub trait RefreshTx: Send {
     async fn commit(self: Box<Self>, step: &RefreshStep, audit: &RefreshAudit) -> StoreResult<RefreshWrite>;
 }
 
-/// Opens the database at `url` with a pool of `max_connections`.
-pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the database at `url` with a pool of `max_connections`, and a token cache within
+/// `cache` if given.
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    cache: Option<TokenCacheLimits>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    fn cached<D: dialect::Dialect>(store: SqlStore<D>, cache: Option<TokenCacheLimits>) -> SqlStore<D> {
+        match cache {
+            Some(limits) => store.with_token_cache(limits),
+            None => store,
+        }
+    }
     Ok(match DatabaseKind::of_url(url) {
-        Some(DatabaseKind::Postgres) => Arc::new(PgStore::connect(url, max_connections).await?),
-        Some(DatabaseKind::Sqlite) => Arc::new(SqliteStore::connect(url, max_connections).await?),
+        Some(DatabaseKind::Postgres) => Arc::new(cached(PgStore::connect(url, max_connections).await?, cache)),
+        Some(DatabaseKind::Sqlite) => Arc::new(cached(SqliteStore::connect(url, max_connections).await?, cache)),
         None => anyhow::bail!("DATABASE_URL must start with postgres://, postgresql:// or sqlite:"),
     })
 }

@@ -12,8 +12,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
+use super::change_feed::{self, CHANGES_CHANNEL};
 use super::codecs::{CarriedBy, IpAddress, JsonDoc, Scopes};
-use super::dialect::{Dialect, RefreshHold};
+use super::dialect::{BackgroundTask, Dialect, RefreshHold};
+use super::token_cache::{TokenCache, TokenChange};
 use super::{DatabaseKind, KeyedLocks, StoreError, StoreResult};
 
 /// Namespaces of the two-key advisory locks, so ours never collide with the host app's.
@@ -51,6 +53,15 @@ impl Dialect for Postgres {
 
     async fn hold_for_refresh(locks: &Arc<AdvisoryLocks>, id: i32) -> StoreResult<RefreshHold> {
         Ok(RefreshHold(Box::new(locks.acquire(id).await?)))
+    }
+
+    async fn notify_change(tx: &mut Transaction<'static, Postgres>, change: &TokenChange) -> StoreResult<()> {
+        sqlx::query("SELECT pg_notify($1, $2)").bind(CHANGES_CHANNEL).bind(change.payload()).execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    fn watch_changes(pool: &PgPool, cache: Arc<TokenCache>) -> Option<BackgroundTask> {
+        Some(BackgroundTask::spawn(change_feed::listen(pool.connect_options(), cache)))
     }
 
     async fn lock_usage(tx: &mut Transaction<'static, Postgres>, id: i32) -> StoreResult<()> {

@@ -5,15 +5,18 @@
 //! not carry such bounds from a trait to its users (rust-lang/rust#20671), so each generic impl
 //! states them.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{NaiveDateTime, Utc};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Postgres, Sqlite, Transaction, Type};
 
 use super::codecs::{IpAddress, JsonDoc, Scopes};
-use super::dialect::{Dialect, RefreshHold};
+use super::dialect::{BackgroundTask, Dialect, RefreshHold};
 use super::rows::{
     ApiCallRow, AuditRow, ConsentRow, IntegrationRow, RevokedIntegrationRow, ScopeRow, StateRow, TokenRow,
 };
+use super::token_cache::{TokenCache, TokenCacheLimits, TokenCacheState, TokenChange};
 use super::{
     AuditEntry, AuditEvent, AuditQuery, ConnectRecord, Consent, DatabaseKind, Integration, IntegrationFilter, NewState,
     RefreshAudit, RefreshStep, RefreshTx, RefreshWrite, RevokeRecord, ScopeEntry, StateRecord, StatusCounts, Store,
@@ -30,6 +33,10 @@ pub struct SqlStore<D: Dialect> {
     pool: Pool<D>,
     /// What serialises refreshes of one integration.
     refresh_locks: D::RefreshLocks,
+    /// Tokens as stored, for hand-outs; never live unless `with_token_cache` made it so.
+    cache: Arc<TokenCache>,
+    /// Keeps `cache` live while every change is heard.
+    _change_watch: Option<BackgroundTask>,
 }
 
 /// The production store.
@@ -41,7 +48,16 @@ impl<D: Dialect> SqlStore<D> {
     /// Connects a pool of `max_connections` to `url`.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let pool = D::connect(url, max_connections).await?;
-        Ok(Self { refresh_locks: D::refresh_locks(&pool), pool })
+        let cache = Arc::new(TokenCache::disabled());
+        Ok(Self { refresh_locks: D::refresh_locks(&pool), pool, cache, _change_watch: None })
+    }
+
+    /// Serves hand-outs from a cache within `limits`, live while this process hears every
+    /// change (see `token_cache`). Without it, every hand-out reads the database.
+    pub fn with_token_cache(self, limits: TokenCacheLimits) -> Self {
+        let cache = Arc::new(TokenCache::new(limits));
+        let change_watch = D::watch_changes(&self.pool, cache.clone());
+        Self { cache, _change_watch: change_watch, ..self }
     }
 
     /// The underlying pool (tests and benchmarks).
@@ -153,6 +169,7 @@ where
             }
         }
         Self::insert_audit(tx, &entry).await?;
+        D::notify_change(tx, &TokenChange::of(current)).await?;
         Ok(write)
     }
 
@@ -212,6 +229,10 @@ where
 {
     fn kind(&self) -> DatabaseKind {
         D::KIND
+    }
+
+    fn token_cache(&self) -> TokenCacheState {
+        self.cache.state()
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -356,7 +377,10 @@ where
             .await?;
         Self::insert_audit(&mut tx, &rules::connect_entry(id, record, reconnected)).await?;
         let integration: IntegrationRow = sqlx::query_as(sql::SELECT_INTEGRATION).bind(id).fetch_one(&mut *tx).await?;
+        let change = TokenChange { integration_id: id, user_id: record.user_id, provider: record.provider.clone() };
+        D::notify_change(&mut tx, &change).await?;
         tx.commit().await?;
+        self.cache.invalidate(&change);
         Ok(integration.into())
     }
 
@@ -377,18 +401,34 @@ where
     }
 
     async fn get_token(&self, integration_id: i32) -> StoreResult<Option<StoredToken>> {
+        if let Some(cached) = self.cache.get(integration_id) {
+            return Ok(Some(cached));
+        }
+        let ticket = self.cache.ticket();
         let row: Option<TokenRow> =
             sqlx::query_as(sql::SELECT_TOKEN).bind(integration_id).fetch_optional(&self.pool).await?;
-        Ok(row.map(Into::into))
+        let token = row.map(StoredToken::from);
+        if let Some(token) = &token {
+            self.cache.insert(ticket, token, false);
+        }
+        Ok(token)
     }
 
     async fn find_token_by_owner(&self, user_id: i32, provider: &str) -> StoreResult<Option<StoredToken>> {
+        if let Some(cached) = self.cache.get_by_owner(user_id, provider) {
+            return Ok(Some(cached));
+        }
+        let ticket = self.cache.ticket();
         let row: Option<TokenRow> = sqlx::query_as(sql::SELECT_TOKEN_BY_OWNER)
             .bind(user_id)
             .bind(provider.to_owned())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(Into::into))
+        let token = row.map(StoredToken::from);
+        if let Some(token) = &token {
+            self.cache.insert(ticket, token, true);
+        }
+        Ok(token)
     }
 
     async fn token_usage(&self, integration_id: i32) -> StoreResult<Option<(i32, Option<NaiveDateTime>)>> {
@@ -400,7 +440,7 @@ where
         let current: Option<TokenRow> =
             sqlx::query_as(sql::SELECT_TOKEN).bind(integration_id).fetch_optional(&self.pool).await?;
         let current = current.ok_or(StoreError::NotFound)?.into();
-        Ok(Box::new(SqlRefresh { pool: self.pool.clone(), hold, current }))
+        Ok(Box::new(SqlRefresh { pool: self.pool.clone(), cache: self.cache.clone(), hold, current }))
     }
 
     async fn integrations_expiring_before(
@@ -433,10 +473,13 @@ where
         sqlx::query(sql::DELETE_TOKENS).bind(id).execute(&mut *tx).await?;
         sqlx::query(sql::MARK_REVOKED).bind(id).bind(record.now).execute(&mut *tx).await?;
         sqlx::query(sql::REVOKE_CONSENTS).bind(id).bind(record.now).bind(&record.reason).execute(&mut *tx).await?;
+        let change = TokenChange { integration_id: id, user_id: row.user_id, provider: row.provider.clone() };
         for entry in rules::revoke_entries(id, row.user_id, row.provider, row.scopes.0, record) {
             Self::insert_audit(&mut tx, &entry).await?;
         }
+        D::notify_change(&mut tx, &change).await?;
         tx.commit().await?;
+        self.cache.invalidate(&change);
         Ok(true)
     }
 
@@ -536,6 +579,7 @@ where
 /// A refresh holding its integration (`Store::begin_refresh`).
 struct SqlRefresh<D: Database> {
     pool: Pool<D>,
+    cache: Arc<TokenCache>,
     hold: RefreshHold,
     current: StoredToken,
 }
@@ -569,11 +613,12 @@ where
     }
 
     async fn commit(self: Box<Self>, step: &RefreshStep, audit: &RefreshAudit) -> StoreResult<RefreshWrite> {
-        let Self { pool, hold, current } = *self;
+        let Self { pool, cache, hold, current } = *self;
         // The lock is held until the outcome is committed, then released.
         let mut tx = D::begin_write(&pool).await?;
         let write = SqlStore::<D>::apply_refresh(&mut tx, &current, step, audit).await?;
         tx.commit().await?;
+        cache.invalidate(&TokenChange::of(&current));
         drop(hold);
         Ok(write)
     }

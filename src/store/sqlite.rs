@@ -13,7 +13,8 @@ use sqlx::types::Json;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::codecs::{CarriedBy, IpAddress, JsonDoc, Scopes};
-use super::dialect::{Dialect, RefreshHold};
+use super::dialect::{BackgroundTask, Dialect, RefreshHold};
+use super::token_cache::{TokenCache, TokenChange};
 use super::{DatabaseKind, KeyedLocks, StoreResult};
 
 impl Dialect for Sqlite {
@@ -59,6 +60,16 @@ impl Dialect for Sqlite {
     async fn hold_for_refresh(locks: &Arc<KeyedLocks>, id: i32) -> StoreResult<RefreshHold> {
         // One process owns the file: an in-process lock is the whole lock.
         Ok(RefreshHold(Box::new(locks.lock(id).await)))
+    }
+
+    async fn notify_change(_tx: &mut Transaction<'static, Sqlite>, _change: &TokenChange) -> StoreResult<()> {
+        // One process owns the file: its own invalidation after the commit is all there is.
+        Ok(())
+    }
+
+    fn watch_changes(_pool: &SqlitePool, cache: Arc<TokenCache>) -> Option<BackgroundTask> {
+        cache.go_live();
+        None
     }
 
     async fn lock_usage(_tx: &mut Transaction<'static, Sqlite>, _id: i32) -> StoreResult<()> {

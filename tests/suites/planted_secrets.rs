@@ -941,6 +941,8 @@ async fn start(planted: &mut Planted) -> (Rig, Callers) {
         ("OAUTH_PROVIDERS_FILE", providers_file.display().to_string()),
         ("OAUTH_DATA_DIR", work_dir.join("data").display().to_string()),
         ("OAUTH_SANDBOX", "off".to_owned()),
+        // `Rig::age_token` rewrites token rows behind the service's back, which a cache cannot hear.
+        ("OAUTH_TOKEN_CACHE", "off".to_owned()),
         ("OAUTH_ALLOWED_RETURN_ORIGINS", APP_ORIGIN.to_owned()),
         ("PUBLIC_BASE_URL", format!("http://127.0.0.1:{port}")),
         ("HOST", "127.0.0.1".to_owned()),

@@ -12,7 +12,7 @@ const CALLERS: usize = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn concurrent_hand_outs_across_two_apps_share_one_refresh() {
-    let h = Harness::start(Backend::Postgres).await;
+    let h = Harness::start_without_token_cache(Backend::Postgres).await;
     let second = TestApp::spawn(h.config()).await;
     let id = h.connect("google").await;
     let first = h.token_body(id, 60).await["access_token"].as_str().unwrap().to_owned();
@@ -34,14 +34,11 @@ async fn concurrent_hand_outs_across_two_apps_share_one_refresh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn concurrent_hand_outs_across_two_service_processes_share_one_refresh() {
-    let h = Harness::start(Backend::Postgres).await;
+    let h = Harness::start_without_token_cache(Backend::Postgres).await;
     let id = h.connect("google").await;
 
     // Two real `oauth-manager serve` processes on the same database and emulators.
-    let config = h.config();
-    let providers_file = crate::support::config_file(config.providers_toml.as_deref().unwrap());
-    let mut env: Vec<(String, String)> = config.env.into_iter().collect();
-    env.push(("OAUTH_PROVIDERS_FILE".into(), providers_file));
+    let env = h.service_process_env();
     let first_process = crate::support::ServiceProcess::start(&env).await;
     let second_process = crate::support::ServiceProcess::start(&env).await;
 
@@ -59,6 +56,7 @@ async fn concurrent_hand_outs_across_two_service_processes_share_one_refresh() {
 
 /// Makes the stored access token of `id` expired, as time passing would.
 async fn expire_stored_token(h: &Harness, id: i64) {
+    h.assert_rows_may_be_rewritten();
     let mut database = sqlx::PgConnection::connect(&h.database_url).await.unwrap();
     sqlx::query(
         "UPDATE oauth_tokens SET expires_at = now() AT TIME ZONE 'utc' - interval '1 minute' WHERE integration_id = $1",

@@ -13,7 +13,7 @@ use crate::support::{Backend, TestApp, config_file};
 /// Finding 1: A refresh token that does not decrypt (its key removed from the ring) is the operator's
 /// problem: 500, nothing marked, and it works again as soon as the key is back.
 async fn an_undecryptable_refresh_token_is_an_operators_500_and_recovers_with_the_key(backend: Backend) {
-    let h = Harness::start(backend).await;
+    let h = Harness::start_without_token_cache(backend).await;
     let id = h.connect("google").await;
     h.set_token_times(id, Some(-60), 3600).await;
     let without_the_key =
@@ -149,7 +149,7 @@ async fn slow_clients_cannot_lock_the_service_out() {
 /// Finding 4: A disconnect while a rotating provider answers a refresh waits for it, then revokes the
 /// grant the refresh got: nothing stays alive at the provider.
 async fn disconnect_during_a_rotating_refresh_leaves_no_live_grant(backend: Backend) {
-    let h = Harness::start(backend).await;
+    let h = Harness::start_without_token_cache(backend).await;
     let id = h.connect("notion").await;
     h.set_token_times(id, None, 3600).await; // long ago, so force_refresh is not debounced
     h.notion.handle.set_fault(Fault::Slow(Duration::from_millis(800)));
@@ -212,7 +212,7 @@ on_both_backends!(
 /// Finding 7: A provider field the column cannot hold (a 25-character `token_type`; VARCHAR(20)) no longer
 /// rolls back the write of a refresh token the provider has already rotated.
 async fn an_oversized_token_type_does_not_lose_a_rotated_refresh_token(backend: Backend) {
-    let h = Harness::start(backend).await;
+    let h = Harness::start_without_token_cache(backend).await;
     let id = h.connect("microsoft").await;
     h.microsoft.handle.set_token_type(Some("X".repeat(25)));
     h.set_token_times(id, Some(-60), 3600).await;
@@ -270,7 +270,7 @@ async fn a_cross_site_request_cannot_use_the_users_cookie(backend: Backend) {
 /// Finding 9: A provider outage does not break a token that is still valid: it is handed out, and the
 /// answer says the refresh failed.
 async fn a_provider_outage_hands_out_the_still_valid_token(backend: Backend) {
-    let h = Harness::start(backend).await;
+    let h = Harness::start_without_token_cache(backend).await;
     let id = h.connect("google").await;
     let current = h.token_body(id, 0).await["access_token"].clone();
     h.set_token_times(id, Some(40), 3600).await;

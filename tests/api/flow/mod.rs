@@ -1,7 +1,7 @@
 //! The connect flow end to end against the provider emulators: each provider's life cycle, the
 //! attacks the flow refuses, isolation between users, refresh concurrency across apps, and resilience
-//! (failing providers, key rotation, the background tasks, the sandbox), and the audit's findings
-//! (hardening).
+//! (failing providers, key rotation, the background tasks, the sandbox), the audit's findings
+//! (hardening), and the token cache's promises.
 
 mod attacks;
 mod bad_input;
@@ -16,4 +16,5 @@ mod provider_faults;
 mod resilience;
 mod rotation;
 mod support;
+mod token_cache;
 mod youtube;

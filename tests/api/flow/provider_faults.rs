@@ -29,7 +29,8 @@ fn faults() -> Vec<(&'static str, Fault)> {
 
 async fn every_token_endpoint_fault_is_a_clean_502_that_changes_no_token(backend: Backend) {
     let settings = config_file(&format!("[http]\nprovider_timeout_seconds = {}\n", PROVIDER_TIMEOUT.as_secs()));
-    let h = Harness::start_with(backend, |config| config.set("OAUTH_CONFIG_FILE", settings)).await;
+    let h =
+        Harness::start_with(backend, |config| config.set("OAUTH_CONFIG_FILE", settings).without_token_cache()).await;
     let id = h.connect("microsoft").await;
     let store = &h.app.state.vault.store;
     let cases = faults();
@@ -72,7 +73,7 @@ async fn every_token_endpoint_fault_is_a_clean_502_that_changes_no_token(backend
 
 /// A provider that refuses connections outright is a clean 502 as well.
 async fn a_provider_refusing_connections_is_a_clean_502(backend: Backend) {
-    let h = Harness::start(backend).await;
+    let h = Harness::start_without_token_cache(backend).await;
     let id = h.connect("microsoft").await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut config = h.config();
@@ -94,7 +95,7 @@ async fn a_provider_refusing_connections_is_a_clean_502(backend: Backend) {
 async fn slow_refreshes_never_exhaust_the_database_pool(backend: Backend) {
     let settings = config_file("[http]\nprovider_timeout_seconds = 5\n");
     let h = Harness::start_with(backend, |config| {
-        config.set("DATABASE_MAX_CONNECTIONS", "4").set("OAUTH_CONFIG_FILE", settings)
+        config.set("DATABASE_MAX_CONNECTIONS", "4").set("OAUTH_CONFIG_FILE", settings).without_token_cache()
     })
     .await;
     let ids = expired_microsoft_integrations(&h, 6).await;
@@ -114,7 +115,8 @@ async fn slow_refreshes_never_exhaust_the_database_pool(backend: Backend) {
 /// flight are bound by `refresh.max_in_flight`, not by the pool: on a pool of 4, six refreshes wait
 /// on the provider together (before, half the pool, 2, did).
 async fn refreshes_in_flight_are_not_bound_by_the_database_pool(backend: Backend) {
-    let h = Harness::start_with(backend, |config| config.set("DATABASE_MAX_CONNECTIONS", "4")).await;
+    let h =
+        Harness::start_with(backend, |config| config.set("DATABASE_MAX_CONNECTIONS", "4").without_token_cache()).await;
     let ids = expired_microsoft_integrations(&h, 6).await;
     h.microsoft.handle.set_fault(Fault::Slow(Duration::from_millis(1500)));
     let mut tokens = std::collections::HashSet::new();

@@ -85,7 +85,7 @@ async fn hand_outs_are_counted_in_aggregate_by_the_flusher(backend: Backend) {
 }
 
 async fn a_rejected_notion_token_is_refreshed_on_request(backend: Backend) {
-    let h = Harness::start(backend).await;
+    let h = Harness::start_without_token_cache(backend).await;
     let id = h.connect("notion").await;
     let before = h.token_body(id, 60).await["access_token"].as_str().unwrap().to_owned();
     h.notion.handle.expire_access_tokens();
@@ -130,7 +130,9 @@ on_both_backends!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proactive_refresher_renews_tokens_before_they_expire() {
     let path = config_file("[refresh]\ninterval_seconds = 1\nlead_seconds = 300\nconcurrency = 2\n");
-    let h = Harness::start_with(Backend::Postgres, |config| config.set("OAUTH_CONFIG_FILE", path)).await;
+    let h =
+        Harness::start_with(Backend::Postgres, |config| config.set("OAUTH_CONFIG_FILE", path).without_token_cache())
+            .await;
     let id = h.connect("google").await;
     h.token_body(id, 0).await; // used: the flusher records it within a second
     h.set_token_times(id, Some(120), 3000).await;
@@ -147,7 +149,9 @@ async fn the_proactive_refresher_renews_tokens_before_they_expire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_integration_is_not_renewed_ahead_of_expiry_but_on_its_next_hand_out() {
     let path = config_file("[refresh]\ninterval_seconds = 1\nlead_seconds = 300\nconcurrency = 2\n");
-    let h = Harness::start_with(Backend::Postgres, |config| config.set("OAUTH_CONFIG_FILE", path)).await;
+    let h =
+        Harness::start_with(Backend::Postgres, |config| config.set("OAUTH_CONFIG_FILE", path).without_token_cache())
+            .await;
     let id = h.connect("google").await; // connected, never handed out
     h.set_token_times(id, Some(120), 3000).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -160,7 +164,9 @@ async fn an_idle_integration_is_not_renewed_ahead_of_expiry_but_on_its_next_hand
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_token_that_dies_unused_gets_a_keep_alive_refresh() {
     let path = config_file("[refresh]\ninterval_seconds = 1\nlead_seconds = 300\nconcurrency = 2\n");
-    let h = Harness::start_with(Backend::Postgres, |config| config.set("OAUTH_CONFIG_FILE", path)).await;
+    let h =
+        Harness::start_with(Backend::Postgres, |config| config.set("OAUTH_CONFIG_FILE", path).without_token_cache())
+            .await;
     let microsoft = h.connect("microsoft").await; // refresh_token_idle_days = 90
     let google = h.connect("google").await; // no idle limit
     // Both untouched for 70 days (past two thirds of Microsoft's 90), neither used, both valid.

@@ -18,7 +18,7 @@ const OLD_KEY: &str = "111111111111111111111111111111111111111111111111111111111
 const NEW_KEY: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 
 async fn rotation_under_load_fails_no_read_and_retires_the_old_key(backend: Backend) {
-    let h = Harness::start(backend).await; // its key ring is k1 only
+    let h = Harness::start_without_token_cache(backend).await; // its key ring is k1 only
     let mut ids = vec![h.connect("google").await, h.connect("microsoft").await, h.connect("notion").await];
     for n in 0..3 {
         let user = h.app.user(&format!("load{n}@example.com")).await;

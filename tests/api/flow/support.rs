@@ -23,6 +23,8 @@ pub struct Harness {
     pub user: TestUser,
     /// The app's database, for a second app on the same one.
     pub database_url: String,
+    /// Whether the app caches tokens (then no test may rewrite token rows behind its back).
+    token_cache: bool,
     /// Flow cookies `/initiate` set, sent back at the callback as the user's browser would.
     browser_cookies: std::sync::Mutex<Vec<String>>,
 }
@@ -31,6 +33,16 @@ impl Harness {
     /// A harness on a fresh database of `backend`.
     pub async fn start(backend: Backend) -> Self {
         Self::start_with(backend, |config| config).await
+    }
+
+    /// A harness whose app does not cache tokens, for tests that rewrite token rows.
+    pub async fn start_without_token_cache(backend: Backend) -> Self {
+        Self::start_with(backend, TestConfig::without_token_cache).await
+    }
+
+    /// Fails a test that rewrites token rows behind a caching app's back.
+    pub fn assert_rows_may_be_rewritten(&self) {
+        assert!(!self.token_cache, "this test rewrites token rows: start the harness without the token cache");
     }
 
     /// A harness whose app configuration `adjust` changes before start.
@@ -42,15 +54,28 @@ impl Harness {
         let google = provider_emulators::spawn(emulator_config(Flavor::Google)).await.unwrap();
         let microsoft = provider_emulators::spawn(emulator_config(Flavor::Microsoft)).await.unwrap();
         let notion = provider_emulators::spawn(emulator_config(Flavor::Notion)).await.unwrap();
-        let config = app_config(&database_url, &google, &microsoft, &notion);
-        let app = TestApp::spawn(adjust(config)).await;
+        let config = adjust(app_config(&database_url, &google, &microsoft, &notion));
+        let token_cache = config.env.get("OAUTH_TOKEN_CACHE").is_none_or(|value| value != "off");
+        let app = TestApp::spawn(config).await;
         let user = app.user("owner@example.com").await;
-        Self { app, google, microsoft, notion, user, database_url, browser_cookies: Default::default() }
+        Self { app, google, microsoft, notion, user, database_url, token_cache, browser_cookies: Default::default() }
     }
 
-    /// The configuration of another app on the same database and emulators.
+    /// The configuration of another app on the same database and emulators (caching tokens as
+    /// the harness's app does).
     pub fn config(&self) -> TestConfig {
-        app_config(&self.database_url, &self.google, &self.microsoft, &self.notion)
+        let config = app_config(&self.database_url, &self.google, &self.microsoft, &self.notion);
+        if self.token_cache { config } else { config.without_token_cache() }
+    }
+
+    /// The environment of a real `oauth-manager serve` process on the harness's database and
+    /// emulators (`ServiceProcess::start`).
+    pub fn service_process_env(&self) -> Vec<(String, String)> {
+        let config = self.config();
+        let providers_file = crate::support::config_file(config.providers_toml.as_deref().unwrap());
+        let mut env: Vec<(String, String)> = config.env.into_iter().collect();
+        env.push(("OAUTH_PROVIDERS_FILE".into(), providers_file));
+        env
     }
 
     /// `POST /initiate` as the harness user, `extra` merged into `{provider}`.
@@ -181,6 +206,7 @@ impl Harness {
 
     /// Moves the stored token's timestamps, as time passing would (`None` keeps `expires_at`).
     pub async fn set_token_times(&self, id: i64, expires_in_seconds: Option<i64>, written_seconds_ago: i64) {
+        self.assert_rows_may_be_rewritten();
         let now = chrono::Utc::now().naive_utc();
         let expires_at = expires_in_seconds.map(|seconds| now + chrono::Duration::seconds(seconds));
         let updated_at = now - chrono::Duration::seconds(written_seconds_ago);
