@@ -168,6 +168,8 @@ pub struct RefreshSettings {
     /// Refreshes talking to providers at once in this process (a refresh holds no database
     /// connection while it waits for the provider).
     pub max_in_flight: u32,
+    /// PostgreSQL connections of their own on which refresh outcomes are written.
+    pub write_connections: u32,
 }
 
 /// The database: `DATABASE_URL` (default: a SQLite file in the data directory) and its pool.

@@ -88,7 +88,12 @@ async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         router
     });
     let state = startup::build_state(config, providers, secrets).await?;
-    startup::warn_about_unreadable_secrets(&state).await;
+    // An alert, not a gate: counting every stored secret per key reads whole tables, so it runs
+    // beside the server instead of delaying readiness.
+    tokio::spawn({
+        let state = state.clone();
+        async move { startup::warn_about_unreadable_secrets(&state).await }
+    });
     startup::serve(state, emulators).await
 }
 

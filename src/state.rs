@@ -7,9 +7,26 @@ use crate::config::Config;
 use crate::http::limits::RateLimits;
 use crate::oauth::Vault;
 
-/// Shared, cheaply cloned application state.
+/// Shared application state: one `Arc`, so that the clone every extractor and middleware makes
+/// costs one reference count, not one per field (those atomics are contended on every request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What `AppState` shares.
+pub struct Shared {
     pub config: Arc<Config>,
     /// The store, keys, providers and provider client the flows work with.
     pub vault: Vault,

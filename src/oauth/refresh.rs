@@ -86,7 +86,8 @@ impl RefreshError {
 /// The in-process side of refreshes: a lock per integration, a bound on refreshes in flight
 /// (they hold no database connection while the provider answers, so the bound is the
 /// providers' and the process's, not the pool's), and a bound on refreshes writing at once (each
-/// holds a pooled connection for its transaction), so the hand-out path always finds one.
+/// holds a connection for its transaction: on PostgreSQL one of the refresh writers' own, on
+/// SQLite one of the pool's, so the hand-out path always finds one).
 pub struct Refreshes {
     locks: KeyedLocks,
     slots: Arc<Semaphore>,
@@ -95,10 +96,10 @@ pub struct Refreshes {
 }
 
 impl Refreshes {
-    /// At most `in_flight` refreshes at once, and half of `max_connections` writing.
-    pub fn new(in_flight: u32, max_connections: u32) -> Self {
+    /// At most `in_flight` refreshes at once, and `write_slots` writing (`Store::refresh_write_slots`).
+    pub fn new(in_flight: u32, write_slots: u32) -> Self {
         let capacity = in_flight.max(1);
-        let writers = Semaphore::new((max_connections / 2).max(1) as usize);
+        let writers = Semaphore::new(write_slots.max(1) as usize);
         Self { locks: KeyedLocks::default(), slots: Arc::new(Semaphore::new(capacity as usize)), capacity, writers }
     }
 
@@ -135,7 +136,9 @@ pub async fn refresh(
         let _slot = vault.refreshes.slots.clone().acquire_owned().await.expect("the refresh semaphore is never closed");
         let refresh = vault.store.begin_refresh(integration_id).await?;
         let decided_on = refresh.current().clone();
-        let decision = decide(&vault, &provider, &decided_on, seen_written).await;
+        // Boxed: thousands of refreshes may wait for a slot, each holding this task; the big
+        // futures (the provider call, the write) take memory only once they run.
+        let decision = Box::pin(decide(&vault, &provider, &decided_on, seen_written)).await;
         let (step, rotated) = match &decision {
             Ok(answer) => (answer.step.clone(), answer.rotated.clone()),
             Err(error) => (error.recorded(), None),
@@ -144,7 +147,7 @@ pub async fn refresh(
         let written = {
             // Writing holds a pooled connection: only so many at once.
             let _writing = vault.refreshes.writers.acquire().await.expect("the writer semaphore is never closed");
-            commit(&vault, refresh, &decided_on, &step, &audit, rotated.is_some()).await?
+            Box::pin(commit(&vault, refresh, &decided_on, &step, &audit, rotated.is_some())).await?
         };
         if written == RefreshWrite::DiscardedDisconnected
             && let Some(orphan) = rotated

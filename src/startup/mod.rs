@@ -18,7 +18,7 @@ use crate::config::{Config, DatabaseKind};
 use crate::http::limits::RateLimits;
 use crate::oauth::refresh::Refreshes;
 use crate::oauth::{Providers, Vault};
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::store;
 
 /// Builds the application state: opens and migrates the database, checks the roles query, seeds
@@ -28,7 +28,12 @@ pub async fn build_state(config: Config, providers: Providers, secrets: Secrets)
         max_bytes: config.token_cache.max_megabytes * 1024 * 1024,
         max_age: std::time::Duration::from_secs(config.token_cache.max_age_seconds),
     });
-    let store = store::connect(config.database.url.expose_secret(), config.database.max_connections, cache).await?;
+    let options = store::StoreOptions {
+        max_connections: config.database.max_connections,
+        refresh_writers: config.refresh.write_connections,
+        cache,
+    };
+    let store = store::connect(config.database.url.expose_secret(), options).await?;
     store.migrate().await.context("running migrations")?;
     if let crate::config::RolesSource::Database { query } = &config.roles_source {
         // A wrong query must stop start-up, not silently make every administrator a user.
@@ -52,7 +57,7 @@ pub async fn build_state(config: Config, providers: Providers, secrets: Secrets)
         .context("building the HTTP client")?;
     let config = Arc::new(config);
     let vault = Vault {
-        refreshes: Arc::new(Refreshes::new(config.refresh.max_in_flight, config.database.max_connections)),
+        refreshes: Arc::new(Refreshes::new(config.refresh.max_in_flight, store.refresh_write_slots())),
         config: config.clone(),
         store,
         keys: Arc::new(secrets.keys),
@@ -62,14 +67,14 @@ pub async fn build_state(config: Config, providers: Providers, secrets: Secrets)
         usage: Arc::default(),
     };
     let limits = Arc::new(RateLimits::new(&config.limits));
-    Ok(AppState {
+    Ok(AppState::new(Shared {
         config,
         vault,
         jwt: Arc::new(JwtVerifier::new(&secrets.jwt_secret)),
         service_keys: Arc::new(secrets.service_keys),
         roles: Arc::default(),
         limits,
-    })
+    }))
 }
 
 /// An alert when stored secrets are encrypted with keys the ring lacks (a key removed too soon):

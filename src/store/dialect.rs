@@ -50,6 +50,10 @@ pub trait Dialect: Database {
 
     /// A pool of `max_connections` to the database at `url`.
     fn connect(url: &str, max_connections: u32) -> impl Future<Output = anyhow::Result<Pool<Self>>> + Send;
+    /// A pool of `connections` of its own for refresh outcomes, so a storm of refreshes commits
+    /// many at once (the database flushes concurrent commits together) without taking the
+    /// hand-outs' connections; `None` where writes share `pool` (SQLite has one writer anyway).
+    fn refresh_writer_pool(pool: &Pool<Self>, connections: u32) -> Option<Pool<Self>>;
     /// The refresh locks of the database `pool` connects to.
     fn refresh_locks(pool: &Pool<Self>) -> Self::RefreshLocks;
     /// Begins a transaction that will write.

@@ -6,6 +6,7 @@
 //! trait stays "dumb": it reads and writes rows, each write in one explicit transaction; what to
 //! refresh and who may see what is decided above it.
 
+mod advisory_locks;
 mod change_feed;
 mod codecs;
 mod dialect;
@@ -142,6 +143,8 @@ pub trait Store: Send + Sync + 'static {
     fn kind(&self) -> DatabaseKind;
     /// Round trip to the database (readiness).
     async fn ping(&self) -> StoreResult<()>;
+    /// How many refresh outcomes may be written at once (`RefreshTx::commit`).
+    fn refresh_write_slots(&self) -> u32;
     /// Whether hand-outs are served from the token cache now.
     fn token_cache(&self) -> TokenCacheState;
     /// Creates the tables where they are missing (see `migrations/`).
@@ -250,22 +253,29 @@ pub trait RefreshTx: Send {
     async fn commit(self: Box<Self>, step: &RefreshStep, audit: &RefreshAudit) -> StoreResult<RefreshWrite>;
 }
 
-/// Opens the database at `url` with a pool of `max_connections`, and a token cache within
-/// `cache` if given.
-pub async fn connect(
-    url: &str,
-    max_connections: u32,
-    cache: Option<TokenCacheLimits>,
-) -> anyhow::Result<Arc<dyn Store>> {
-    fn cached<D: dialect::Dialect>(store: SqlStore<D>, cache: Option<TokenCacheLimits>) -> SqlStore<D> {
-        match cache {
+/// How the service opens its store.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    /// Connections of their own for refresh outcomes (PostgreSQL).
+    pub refresh_writers: u32,
+    /// A token cache within these limits; `None`: none.
+    pub cache: Option<TokenCacheLimits>,
+}
+
+/// Opens the database at `url` as `options` say.
+pub async fn connect(url: &str, options: StoreOptions) -> anyhow::Result<Arc<dyn Store>> {
+    fn configured<D: dialect::Dialect>(store: SqlStore<D>, options: StoreOptions) -> SqlStore<D> {
+        let store = store.with_refresh_writers(options.refresh_writers);
+        match options.cache {
             Some(limits) => store.with_token_cache(limits),
             None => store,
         }
     }
+    let max = options.max_connections;
     Ok(match DatabaseKind::of_url(url) {
-        Some(DatabaseKind::Postgres) => Arc::new(cached(PgStore::connect(url, max_connections).await?, cache)),
-        Some(DatabaseKind::Sqlite) => Arc::new(cached(SqliteStore::connect(url, max_connections).await?, cache)),
+        Some(DatabaseKind::Postgres) => Arc::new(configured(PgStore::connect(url, max).await?, options)),
+        Some(DatabaseKind::Sqlite) => Arc::new(configured(SqliteStore::connect(url, max).await?, options)),
         None => anyhow::bail!("DATABASE_URL must start with postgres://, postgresql:// or sqlite:"),
     })
 }

@@ -33,6 +33,9 @@ pub struct SqlStore<D: Dialect> {
     pool: Pool<D>,
     /// What serialises refreshes of one integration.
     refresh_locks: D::RefreshLocks,
+    /// Where refresh outcomes are written, and how many at once.
+    refresh_writers: Pool<D>,
+    refresh_write_slots: u32,
     /// Tokens as stored, for hand-outs; never live unless `with_token_cache` made it so.
     cache: Arc<TokenCache>,
     /// Keeps `cache` live while every change is heard.
@@ -49,7 +52,23 @@ impl<D: Dialect> SqlStore<D> {
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let pool = D::connect(url, max_connections).await?;
         let cache = Arc::new(TokenCache::disabled());
-        Ok(Self { refresh_locks: D::refresh_locks(&pool), pool, cache, _change_watch: None })
+        Ok(Self {
+            refresh_locks: D::refresh_locks(&pool),
+            refresh_writers: pool.clone(),
+            // Half the pool, leaving the rest to the hand-out path.
+            refresh_write_slots: (max_connections / 2).max(1),
+            pool,
+            cache,
+            _change_watch: None,
+        })
+    }
+
+    /// Writes refresh outcomes on `connections` of their own, where the database has them.
+    pub fn with_refresh_writers(self, connections: u32) -> Self {
+        match D::refresh_writer_pool(&self.pool, connections.max(1)) {
+            Some(writers) => Self { refresh_writers: writers, refresh_write_slots: connections.max(1), ..self },
+            None => self,
+        }
     }
 
     /// Serves hand-outs from a cache within `limits`, live while this process hears every
@@ -231,6 +250,10 @@ where
         D::KIND
     }
 
+    fn refresh_write_slots(&self) -> u32 {
+        self.refresh_write_slots
+    }
+
     fn token_cache(&self) -> TokenCacheState {
         self.cache.state()
     }
@@ -263,8 +286,15 @@ where
     }
 
     async fn seed_scopes(&self, provider: &str, scopes: &[ScopeEntry]) -> StoreResult<()> {
+        // Every start seeds every provider: write only what differs, so a start on an unchanged
+        // catalogue costs reads, not a commit per provider.
+        let stored = self.list_scopes(provider).await?;
+        let changed: Vec<&ScopeEntry> = scopes.iter().filter(|scope| !stored.contains(scope)).collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
         let mut tx = D::begin_write(&self.pool).await?;
-        for scope in scopes {
+        for scope in changed {
             sqlx::query(sql::UPSERT_SCOPE)
                 .bind(provider.to_owned())
                 .bind(&scope.name)
@@ -440,7 +470,7 @@ where
         let current: Option<TokenRow> =
             sqlx::query_as(sql::SELECT_TOKEN).bind(integration_id).fetch_optional(&self.pool).await?;
         let current = current.ok_or(StoreError::NotFound)?.into();
-        Ok(Box::new(SqlRefresh { pool: self.pool.clone(), cache: self.cache.clone(), hold, current }))
+        Ok(Box::new(SqlRefresh { pool: self.refresh_writers.clone(), cache: self.cache.clone(), hold, current }))
     }
 
     async fn integrations_expiring_before(

@@ -53,6 +53,10 @@ impl Dialect for Sqlite {
         pool.begin_with("BEGIN IMMEDIATE").await
     }
 
+    fn refresh_writer_pool(_pool: &SqlitePool, _connections: u32) -> Option<SqlitePool> {
+        None
+    }
+
     fn refresh_locks(_pool: &SqlitePool) -> Arc<KeyedLocks> {
         Arc::default()
     }
