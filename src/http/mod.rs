@@ -54,19 +54,15 @@ pub fn router(state: AppState) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {
-                    let matched_path = request
+                    // The route's template (no ids); an unknown route logs the path it was sent.
+                    // The URI's query is left out on purpose: callbacks carry codes and states.
+                    let path = request
                         .extensions()
                         .get::<axum::extract::MatchedPath>()
-                        .map(|path| path.as_str().to_owned())
-                        .unwrap_or_default();
-                    let request_id = request
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|value| value.to_str().ok())
-                        .unwrap_or_default()
-                        .to_owned();
-                    // The URI's query is left out on purpose: callbacks carry codes and states.
-                    tracing::info_span!("request", method = %request.method(), path = %matched_path, request_id)
+                        .map_or(request.uri().path(), |path| path.as_str());
+                    let request_id =
+                        request.headers().get("x-request-id").and_then(|value| value.to_str().ok()).unwrap_or_default();
+                    tracing::info_span!("request", method = %request.method(), path, request_id)
                 })
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Millis)),

@@ -54,6 +54,11 @@ pub trait Dialect: Database {
     /// many at once (the database flushes concurrent commits together) without taking the
     /// hand-outs' connections; `None` where writes share `pool` (SQLite has one writer anyway).
     fn refresh_writer_pool(pool: &Pool<Self>, connections: u32) -> Option<Pool<Self>>;
+    /// A small pool of its own for flow states, whose commits do not wait for the disk: a state
+    /// lives minutes, and one lost in a database crash only makes its user start the flow again,
+    /// while waiting for each state's flush bound `POST /initiate` by the pool size times the
+    /// disk's flush time. `None` where states share `pool`.
+    fn flow_state_pool(pool: &Pool<Self>) -> Option<Pool<Self>>;
     /// The refresh locks of the database `pool` connects to.
     fn refresh_locks(pool: &Pool<Self>) -> Self::RefreshLocks;
     /// Begins a transaction that will write.

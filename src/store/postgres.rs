@@ -21,6 +21,9 @@ use super::{DatabaseKind, StoreResult};
 /// The namespace of the usage writes' two-key advisory locks, so ours never collide with the host
 /// app's (the refresh locks' is `advisory_locks::REFRESH_LOCK`, 0x6f61_7201).
 const USAGE_LOCK: i32 = 0x6f61_7202;
+/// Connections for flow states: a state insert that does not wait for the disk takes a fraction
+/// of a millisecond, so four keep up with thousands of `POST /initiate` a second.
+const FLOW_STATE_CONNECTIONS: u32 = 4;
 
 impl Dialect for Postgres {
     const KIND: DatabaseKind = DatabaseKind::Postgres;
@@ -54,6 +57,18 @@ impl Dialect for Postgres {
             PgPoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(Duration::from_secs(60))
+                .connect_lazy_with(options),
+        )
+    }
+
+    fn flow_state_pool(pool: &PgPool) -> Option<PgPool> {
+        // Only this pool's commits are asynchronous (`synchronous_commit` is per session): a
+        // rotated refresh token, a connection or an audit row is never written here.
+        let options = pool.connect_options().as_ref().clone().options([("synchronous_commit", "off")]);
+        Some(
+            PgPoolOptions::new()
+                .max_connections(FLOW_STATE_CONNECTIONS)
+                .acquire_timeout(pool.options().get_acquire_timeout())
                 .connect_lazy_with(options),
         )
     }

@@ -36,6 +36,8 @@ pub struct SqlStore<D: Dialect> {
     /// Where refresh outcomes are written, and how many at once.
     refresh_writers: Pool<D>,
     refresh_write_slots: u32,
+    /// Where flow states are written (see `Dialect::flow_state_pool`).
+    flow_states: Pool<D>,
     /// Tokens as stored, for hand-outs; never live unless `with_token_cache` made it so.
     cache: Arc<TokenCache>,
     /// Keeps `cache` live while every change is heard.
@@ -55,6 +57,7 @@ impl<D: Dialect> SqlStore<D> {
         Ok(Self {
             refresh_locks: D::refresh_locks(&pool),
             refresh_writers: pool.clone(),
+            flow_states: D::flow_state_pool(&pool).unwrap_or_else(|| pool.clone()),
             // Half the pool, leaving the rest to the hand-out path.
             refresh_write_slots: (max_connections / 2).max(1),
             pool,
@@ -328,7 +331,7 @@ where
             .bind(JsonDoc(state.metadata.clone()))
             .bind(state.created_at)
             .bind(state.expires_at)
-            .execute(&self.pool)
+            .execute(&self.flow_states)
             .await?;
         Ok(())
     }

@@ -57,6 +57,10 @@ impl Dialect for Sqlite {
         None
     }
 
+    fn flow_state_pool(_pool: &SqlitePool) -> Option<SqlitePool> {
+        None
+    }
+
     fn refresh_locks(_pool: &SqlitePool) -> Arc<KeyedLocks> {
         Arc::default()
     }
