@@ -1,5 +1,6 @@
 //! The `oauth-manager` binary: parse the command line, load the configuration, run.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -192,25 +193,64 @@ fn print_usage(usage: &keys::KeyUsage, primary: &str) {
     }
 }
 
-fn check_config(loaded: &Loaded) {
-    let config = &loaded.config;
-    println!("configuration OK");
+/// Prints what the service would run with (never a secret) and checks what can be checked
+/// without starting it; each problem is one line on stderr, and any problem fails the command.
+async fn check_config(loaded: &Loaded) -> anyhow::Result<()> {
+    let Loaded { config, providers, secrets } = loaded;
+    let mut problems = Vec::new();
     println!("  database: {:?}", config.database.kind);
+    match oauth_manager::store::probe(config.database.url.expose_secret()).await {
+        Ok(found) => println!("  database reachable: {found}"),
+        Err(error) => {
+            println!("  database reachable: no");
+            problems.push(format!("{error:#}"));
+        }
+    }
     println!("  listen: {}:{}", config.host, config.port);
     println!("  public base URL: {}", config.public_base_url);
-    println!("  service API keys: {}", loaded.secrets.service_keys.len());
-    for provider in loaded.providers.iter() {
-        let state = if provider.credentials.is_some() { "configured" } else { "no credentials" };
+    let sandbox = sandbox::enabled(config, providers);
+    println!(
+        "  sandbox mode: {}",
+        match (sandbox, config.sandbox) {
+            (true, oauth_manager::config::SandboxMode::On) =>
+                "on (OAUTH_SANDBOX=on): every provider is a local emulator",
+            (true, _) => "on (SQLite and no provider credentials): every provider is a local emulator",
+            (false, _) => "off",
+        }
+    );
+    for provider in providers.iter() {
+        let state = match (&provider.credentials, sandbox) {
+            (_, true) => "served by the sandbox emulator",
+            (Some(_), false) => "configured",
+            (None, false) => "no credentials (cannot be connected)",
+        };
         println!("  provider {}: {state}", provider.name);
     }
+    if !sandbox && providers.iter().all(|provider| provider.credentials.is_none()) {
+        problems.push(
+            "no provider has credentials and the sandbox is off: nothing can be connected (set <PROVIDER>_CLIENT_ID \
+             and <PROVIDER>_CLIENT_SECRET)"
+                .to_owned(),
+        );
+    }
+    let key_ids: Vec<&str> = secrets.keys.key_ids().collect();
+    println!("  encryption keys: {} (primary {})", key_ids.join(", "), secrets.keys.primary_key_id());
+    println!("  service API keys: {}", secrets.service_keys.len());
+    if problems.is_empty() {
+        println!("configuration OK");
+        return Ok(());
+    }
+    for problem in &problems {
+        eprintln!("oauth-manager: problem: {problem}");
+    }
+    Err(anyhow::anyhow!("{} problem(s) found", problems.len()))
 }
 
 fn env_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|value| !value.is_empty())
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let loaded = match load() {
         Ok(loaded) => loaded,
@@ -219,24 +259,32 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _log_writer = telemetry::init(loaded.config.log_format);
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::CheckConfig => {
-            check_config(&loaded);
-            Ok(())
+    let log_writer = telemetry::init(loaded.config.log_format);
+    let runtime = tokio::runtime::Runtime::new().expect("the tokio runtime starts");
+    let result = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::CheckConfig => check_config(&loaded).await,
+            Command::Migrate { allow_custom_providers } => migrate(loaded, allow_custom_providers).await,
+            Command::Serve => serve(loaded).await,
+            Command::DemoCredentials => demo_credentials(loaded).await,
+            Command::RotateKeys { batch_size } => rotate_keys(loaded, batch_size).await,
+            Command::RetireKey { key_id } => retire_key(loaded, &key_id).await,
         }
-        Command::Migrate { allow_custom_providers } => migrate(loaded, allow_custom_providers).await,
-        Command::Serve => serve(loaded).await,
-        Command::DemoCredentials => demo_credentials(loaded).await,
-        Command::RotateKeys { batch_size } => rotate_keys(loaded, batch_size).await,
-        Command::RetireKey { key_id } => retire_key(loaded, &key_id).await,
-    };
-    match result {
+    });
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "oauth-manager stopped");
+            // Once for a person at a terminal; when stdout is a log file or collector, the log
+            // gets the line too.
+            if !std::io::stdout().is_terminal() {
+                tracing::error!(error = format!("{error:#}"), "oauth-manager stopped");
+            }
             eprintln!("oauth-manager: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Tasks still running log as they end; the writer is flushed only after them.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    drop(log_writer);
+    code
 }

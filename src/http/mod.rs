@@ -37,6 +37,12 @@ use crate::state::AppState;
 
 /// The whole application: operational endpoints and `/api/v1/oauth`, with the middleware stack.
 pub fn router(state: AppState) -> Router {
+    router_with_sandbox(state, None)
+}
+
+/// `router`, with the sandbox's emulators under `oauth::sandbox::PREFIX` when given: behind the
+/// same middleware, so their requests are logged like every other.
+pub fn router_with_sandbox(state: AppState, sandbox: Option<Router>) -> Router {
     let api = Router::new()
         .merge(flow::router())
         .merge(integrations::router())
@@ -54,15 +60,16 @@ pub fn router(state: AppState) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {
-                    // The route's template (no ids); an unknown route logs the path it was sent.
-                    // The URI's query is left out on purpose: callbacks carry codes and states.
-                    let path = request
-                        .extensions()
-                        .get::<axum::extract::MatchedPath>()
-                        .map_or(request.uri().path(), |path| path.as_str());
+                    // The route's template (no ids); an unknown route logs the start of the path
+                    // it was sent. The URI's query is left out on purpose: callbacks carry codes
+                    // and states.
+                    let path = match request.extensions().get::<axum::extract::MatchedPath>() {
+                        Some(path) => path.as_str(),
+                        None => unmatched_path(request.uri().path()),
+                    };
                     let request_id =
                         request.headers().get("x-request-id").and_then(|value| value.to_str().ok()).unwrap_or_default();
-                    tracing::info_span!("request", method = %request.method(), path, request_id)
+                    tracing::info_span!("request", method = %request.method(), path = %path, request_id = %request_id)
                 })
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(Level::INFO).latency_unit(LatencyUnit::Millis)),
@@ -72,13 +79,34 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(problems::panic_response))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout));
 
-    Router::new()
-        .merge(health::router())
-        .merge(openapi::router())
-        .nest("/api/v1/oauth", api)
-        .fallback(problems::no_route)
+    let mut app = Router::new().merge(health::router()).merge(openapi::router()).nest("/api/v1/oauth", api);
+    if let Some(sandbox) = sandbox {
+        app = app.nest_service(crate::oauth::sandbox::PREFIX, sandbox);
+    }
+    app.fallback(problems::no_route)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), limits::request_size))
         .layer(middleware)
         .with_state(state)
+}
+
+/// What the log shows of a path no route matched: up to the first percent-escape (a mangled
+/// callback can carry its query as `%3Fcode=…`) and at most 128 bytes (paths may be 64 KiB).
+fn unmatched_path(path: &str) -> &str {
+    const MOST: usize = 128;
+    let end = path.find('%').unwrap_or(path.len()).min(MOST);
+    // A URI's path is ASCII: every byte index is a character boundary.
+    &path[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unmatched_path;
+
+    #[test]
+    fn an_unmatched_path_is_logged_up_to_its_first_escape_and_128_bytes() {
+        assert_eq!(unmatched_path("/no/such/route"), "/no/such/route");
+        assert_eq!(unmatched_path("/api/v1/oauth/callback%3Fcode=secret&state=x"), "/api/v1/oauth/callback");
+        assert_eq!(unmatched_path(&format!("/{}", "a".repeat(1000))).len(), 128);
+    }
 }

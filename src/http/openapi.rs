@@ -1,10 +1,14 @@
 //! The OpenAPI description of every endpoint, served at `GET /openapi.json`.
 
+use std::sync::OnceLock;
+
 use axum::routing::get;
 use axum::{Json, Router};
+use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::error::PROBLEM_JSON;
 use crate::state::AppState;
 
 /// The whole API.
@@ -63,7 +67,49 @@ impl Modify for Security {
     }
 }
 
+/// The document as served: `ApiDoc` with every problem answer declared as what the service
+/// sends (`application/problem+json`, RFC 9457; utoipa writes `application/json` for any body),
+/// and a 401 on every operation that takes credentials. Built once.
+pub fn document() -> &'static Value {
+    static DOCUMENT: OnceLock<Value> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let mut document = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises");
+        declare_problem_answers(&mut document);
+        document
+    })
+}
+
+const PROBLEM_REF: &str = "#/components/schemas/Problem";
+
+fn declare_problem_answers(document: &mut Value) {
+    let Some(paths) = document.get_mut("paths").and_then(Value::as_object_mut) else { return };
+    for operation in paths.values_mut().filter_map(Value::as_object_mut).flat_map(|item| item.values_mut()) {
+        let secured = operation.get("security").and_then(Value::as_array).is_some_and(|s| !s.is_empty());
+        let Some(responses) = operation.get_mut("responses").and_then(Value::as_object_mut) else { continue };
+        for content in responses.values_mut().filter_map(|response| response.get_mut("content")) {
+            let Some(content) = content.as_object_mut() else { continue };
+            let is_problem = content
+                .get("application/json")
+                .is_some_and(|body| body.pointer("/schema/$ref").and_then(Value::as_str) == Some(PROBLEM_REF));
+            if is_problem && let Some(body) = content.remove("application/json") {
+                content.insert(PROBLEM_JSON.to_owned(), body);
+            }
+        }
+        if secured && !responses.contains_key("401") {
+            let mut content = serde_json::Map::new();
+            content.insert(PROBLEM_JSON.to_owned(), json!({ "schema": { "$ref": PROBLEM_REF } }));
+            responses.insert(
+                "401".to_owned(),
+                json!({
+                    "description": "No valid credentials (missing, malformed, expired or unknown)",
+                    "content": content,
+                }),
+            );
+        }
+    }
+}
+
 /// `GET /openapi.json`.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+    Router::new().route("/openapi.json", get(|| async { Json(document()) }))
 }

@@ -103,9 +103,11 @@ impl UsageRecorder {
     /// transaction for everything held its locks for a minute after 40,000 integrations were
     /// handed out, and wrote a few hundred entries a second (`bench/run`).
     ///
-    /// When a batch fails, each of its entries is tried alone: entries that fail while others
-    /// succeed cannot be written (their integration is gone) and are dropped with a warning; if
-    /// every entry fails the database is down and all are kept for later.
+    /// When a batch fails, each of its entries is tried alone: an entry that fails for good
+    /// while others succeed cannot be written (its integration is gone) and is dropped with a
+    /// warning; one that meets a busy or unreachable database, or a batch whose every entry
+    /// fails, is kept for later. A commit that fails after the server committed is retried
+    /// entry by entry and counted twice: the counts are an aggregate, not a ledger.
     pub async fn flush(&self, store: &dyn Store) {
         let uncounted = self.uncounted.swap(0, Ordering::Relaxed);
         if uncounted > 0 {
@@ -143,7 +145,11 @@ impl UsageRecorder {
             self.put_back(failed.into_iter().map(|(delta, _)| delta).collect());
             return;
         }
-        for (delta, error) in failed {
+        // A busy or unreachable database may take the entry later; any other failure means the
+        // entry itself cannot be written (its integration is gone).
+        let (later, lost): (Vec<_>, Vec<_>) = failed.into_iter().partition(|(_, error)| error.is_transient());
+        self.put_back(later.into_iter().map(|(delta, _)| delta).collect());
+        for (delta, error) in lost {
             tracing::warn!(integration_id = delta.integration_id, hand_outs = delta.count, error = %error, "usage cannot be written; dropped");
         }
     }

@@ -120,10 +120,7 @@ pub async fn serve(state: AppState, sandbox: Option<axum::Router>) -> anyhow::Re
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let tasks = spawn_background(&state, stopped);
     let vault = state.vault.clone();
-    let mut app = crate::http::router(state);
-    if let Some(sandbox) = sandbox {
-        app = app.nest(crate::oauth::sandbox::PREFIX, sandbox);
-    }
+    let app = crate::http::router_with_sandbox(state, sandbox);
     let served = server::run(listener, app, &vault.config.http, shutdown_signal()).await.context("serving HTTP");
     // A refresh whose caller already went away runs detached; stopping it mid-call could lose a
     // rotated refresh token.

@@ -23,6 +23,8 @@ use super::{KeyedLocks, StoreError, StoreResult};
 const REFRESH_LOCK: i32 = 0x6f61_7201;
 /// How long a refresh waits for another process's refresh of the same integration.
 const REFRESH_LOCK_WAIT: Duration = Duration::from_secs(30);
+/// How long opening a shard's connection may take before the refresh answers `busy`.
+const CONNECT_WAIT: Duration = Duration::from_secs(10);
 /// Connections holding the locks, per process.
 pub const SHARDS: usize = 4;
 
@@ -74,12 +76,18 @@ impl AdvisoryLocks {
     async fn try_lock(&self, id: i32) -> StoreResult<bool> {
         let mut connection = self.shard(id).lock().await;
         if connection.is_none() {
-            *connection = Some(PgConnection::connect_with(&self.options).await?);
+            // Bounded: the shard's other refreshes wait on this mutex meanwhile.
+            let connect = tokio::time::timeout(CONNECT_WAIT, PgConnection::connect_with(&self.options));
+            *connection = Some(connect.await.map_err(|_| StoreError::Busy)??);
         }
         let query = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)").bind(REFRESH_LOCK).bind(id);
         let result = query.fetch_one(connection.as_mut().expect("connected above")).await;
-        if result.is_err() {
-            // A broken connection released its locks anyway; the next caller reconnects.
+        if let Err(error) = &result
+            && connection_broke(error)
+        {
+            // A broken connection released its locks anyway; the next caller reconnects. On any
+            // other error (out of shared memory for locks, a cancelled statement) the
+            // connection and the locks the shard's other refreshes hold on it are kept.
             *connection = None;
         }
         Ok(result?)
@@ -90,8 +98,16 @@ impl AdvisoryLocks {
         let Some(held) = connection.as_mut() else { return };
         let query = sqlx::query("SELECT pg_advisory_unlock($1, $2)").bind(REFRESH_LOCK).bind(id);
         if let Err(error) = query.execute(held).await {
-            tracing::warn!(%error, "a refresh lock connection broke (its locks are released with it)");
+            // Whatever failed, the lock must not stay held: closing the connection releases it
+            // (and the shard's other locks, whose refreshes then find a changed row if another
+            // replica got in meanwhile).
+            tracing::warn!(%error, "releasing a refresh lock failed; its connection is closed");
             *connection = None;
         }
     }
+}
+
+/// Whether `error` means the connection itself is gone (and PostgreSQL released its locks).
+fn connection_broke(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_))
 }

@@ -3,7 +3,8 @@
 //!
 //! A write's `NOTIFY` reaches every listening session when the write commits, so a listening
 //! replica drops a changed entry within a network round trip of the commit. What it cannot hear
-//! it must not cache: the cache is live only between a successful `LISTEN` and the first sign of
+//! it must not cache: the cache is live only between the first notification heard after `LISTEN`
+//! (a ping at the latest) and the first sign of
 //! trouble (an error, a closed connection, or no message at all, not even this process's own
 //! ping, for `SILENCE_LIMIT`), and going live again clears it, since changes may have been missed.
 
@@ -34,8 +35,6 @@ pub async fn listen(options: Arc<PgConnectOptions>, cache: Arc<TokenCache>) {
         match subscribe(&single_connection(&options)).await {
             Ok(mut listener) => {
                 failures = 0;
-                cache.go_live();
-                tracing::info!("token cache on: listening for every replica's changes");
                 let why = follow(&mut listener, &cache).await;
                 cache.bypass();
                 tracing::warn!(
@@ -67,11 +66,21 @@ async fn subscribe(pool: &PgPool) -> sqlx::Result<PgListener> {
     Ok(listener)
 }
 
-/// Applies notifications until the connection is lost; says why it ended.
+/// Applies notifications until the connection is lost; says why it ended. The cache goes live
+/// at the first notification heard, not at `LISTEN`: a proxy or pooler may accept `LISTEN` and
+/// never deliver anything.
 async fn follow(listener: &mut PgListener, cache: &TokenCache) -> &'static str {
+    let mut heard = false;
     loop {
         match tokio::time::timeout(SILENCE_LIMIT, listener.try_recv()).await {
-            Ok(Ok(Some(notification))) => apply(notification.payload(), cache),
+            Ok(Ok(Some(notification))) => {
+                if !heard {
+                    heard = true;
+                    cache.go_live();
+                    tracing::info!("token cache on: hearing every replica's changes");
+                }
+                apply(notification.payload(), cache);
+            }
             Ok(Ok(None)) => return "connection closed",
             Ok(Err(_)) => return "connection error",
             Err(_) => return "no message, not even a ping, within the silence limit",

@@ -48,17 +48,15 @@ pub trait Dialect: Database {
     /// every writer locks the integration row first (no deadlocks).
     const LOCK_FOR_USAGE: &'static str;
 
+    /// What the database at `url` is ("PostgreSQL 15.2"), or why it cannot be reached, without
+    /// creating or changing anything (`check-config`).
+    fn probe(url: &str) -> impl Future<Output = anyhow::Result<String>> + Send;
     /// A pool of `max_connections` to the database at `url`.
     fn connect(url: &str, max_connections: u32) -> impl Future<Output = anyhow::Result<Pool<Self>>> + Send;
     /// A pool of `connections` of its own for refresh outcomes, so a storm of refreshes commits
     /// many at once (the database flushes concurrent commits together) without taking the
     /// hand-outs' connections; `None` where writes share `pool` (SQLite has one writer anyway).
     fn refresh_writer_pool(pool: &Pool<Self>, connections: u32) -> Option<Pool<Self>>;
-    /// A small pool of its own for flow states, whose commits do not wait for the disk: a state
-    /// lives minutes, and one lost in a database crash only makes its user start the flow again,
-    /// while waiting for each state's flush bound `POST /initiate` by the pool size times the
-    /// disk's flush time. `None` where states share `pool`.
-    fn flow_state_pool(pool: &Pool<Self>) -> Option<Pool<Self>>;
     /// The refresh locks of the database `pool` connects to.
     fn refresh_locks(pool: &Pool<Self>) -> Self::RefreshLocks;
     /// Begins a transaction that will write.

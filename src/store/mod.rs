@@ -106,6 +106,11 @@ impl From<sqlx::Error> for StoreError {
 }
 
 impl StoreError {
+    /// Whether the same operation may succeed later (a lock, a deadlock, the database away).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Busy | Self::Unavailable(_))
+    }
+
     /// The stable code callers are told.
     pub fn code(&self) -> &'static str {
         match self {
@@ -261,6 +266,16 @@ pub struct StoreOptions {
     pub refresh_writers: u32,
     /// A token cache within these limits; `None`: none.
     pub cache: Option<TokenCacheLimits>,
+}
+
+/// What the database at `url` is, or why it cannot be reached; creates nothing.
+pub async fn probe(url: &str) -> anyhow::Result<String> {
+    use dialect::Dialect;
+    match DatabaseKind::of_url(url) {
+        Some(DatabaseKind::Postgres) => sqlx::Postgres::probe(url).await,
+        Some(DatabaseKind::Sqlite) => sqlx::Sqlite::probe(url).await,
+        None => anyhow::bail!("DATABASE_URL must start with postgres://, postgresql:// or sqlite:"),
+    }
 }
 
 /// Opens the database at `url` as `options` say.

@@ -8,8 +8,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde_json::Value;
 use sqlx::error::BoxDynError;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 use super::advisory_locks::AdvisoryLocks;
 use super::change_feed::{self, CHANGES_CHANNEL};
@@ -21,9 +21,34 @@ use super::{DatabaseKind, StoreResult};
 /// The namespace of the usage writes' two-key advisory locks, so ours never collide with the host
 /// app's (the refresh locks' is `advisory_locks::REFRESH_LOCK`, 0x6f61_7201).
 const USAGE_LOCK: i32 = 0x6f61_7202;
-/// Connections for flow states: a state insert that does not wait for the disk takes a fraction
-/// of a millisecond, so four keep up with thousands of `POST /initiate` a second.
-const FLOW_STATE_CONNECTIONS: u32 = 4;
+
+/// How long connecting may take before start-up (or `check-config`) gives up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One connection to the server `options` name: its error says what is wrong (refused, no such
+/// database, authentication), where a pool only reports that it timed out.
+async fn first_connection(options: &PgConnectOptions) -> anyhow::Result<PgConnection> {
+    let server = format!("PostgreSQL at {}:{}", options.get_host(), options.get_port());
+    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(options)).await {
+        Err(_) => anyhow::bail!("connecting to {server}: no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        Ok(Err(error)) => {
+            let hint = match &error {
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000") => {
+                    "; create it (createdb) or fix DATABASE_URL"
+                }
+                sqlx::Error::Io(_) => "; is the server running, and is DATABASE_URL's host and port right?",
+                _ => "",
+            };
+            anyhow::bail!("connecting to {server}: {error}{hint}")
+        }
+        Ok(Ok(connection)) => Ok(connection),
+    }
+}
+
+fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    // The URL is not echoed: it may carry a password.
+    url.parse().map_err(|_| anyhow::anyhow!("DATABASE_URL is not a valid PostgreSQL URL"))
+}
 
 impl Dialect for Postgres {
     const KIND: DatabaseKind = DatabaseKind::Postgres;
@@ -37,11 +62,20 @@ impl Dialect for Postgres {
     // The audit row's foreign key takes this share lock anyway; taking it first keeps the order.
     const LOCK_FOR_USAGE: &'static str = "SELECT id FROM oauth_integrations WHERE id = $1 FOR KEY SHARE";
 
+    async fn probe(url: &str) -> anyhow::Result<String> {
+        let mut connection = first_connection(&connect_options(url)?).await?;
+        let (version,): (String,) = sqlx::query_as("SHOW server_version").fetch_one(&mut connection).await?;
+        connection.close().await.ok();
+        Ok(format!("PostgreSQL {version}"))
+    }
+
     async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+        let options = connect_options(url)?;
+        first_connection(&options).await?.close().await.ok();
         PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(options)
             .await
             .map_err(|error| anyhow::anyhow!("connecting to PostgreSQL: {error}"))
     }
@@ -57,18 +91,6 @@ impl Dialect for Postgres {
             PgPoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(Duration::from_secs(60))
-                .connect_lazy_with(options),
-        )
-    }
-
-    fn flow_state_pool(pool: &PgPool) -> Option<PgPool> {
-        // Only this pool's commits are asynchronous (`synchronous_commit` is per session): a
-        // rotated refresh token, a connection or an audit row is never written here.
-        let options = pool.connect_options().as_ref().clone().options([("synchronous_commit", "off")]);
-        Some(
-            PgPoolOptions::new()
-                .max_connections(FLOW_STATE_CONNECTIONS)
-                .acquire_timeout(pool.options().get_acquire_timeout())
                 .connect_lazy_with(options),
         )
     }

@@ -36,8 +36,6 @@ pub struct SqlStore<D: Dialect> {
     /// Where refresh outcomes are written, and how many at once.
     refresh_writers: Pool<D>,
     refresh_write_slots: u32,
-    /// Where flow states are written (see `Dialect::flow_state_pool`).
-    flow_states: Pool<D>,
     /// Tokens as stored, for hand-outs; never live unless `with_token_cache` made it so.
     cache: Arc<TokenCache>,
     /// Keeps `cache` live while every change is heard.
@@ -57,7 +55,6 @@ impl<D: Dialect> SqlStore<D> {
         Ok(Self {
             refresh_locks: D::refresh_locks(&pool),
             refresh_writers: pool.clone(),
-            flow_states: D::flow_state_pool(&pool).unwrap_or_else(|| pool.clone()),
             // Half the pool, leaving the rest to the hand-out path.
             refresh_write_slots: (max_connections / 2).max(1),
             pool,
@@ -331,7 +328,7 @@ where
             .bind(JsonDoc(state.metadata.clone()))
             .bind(state.created_at)
             .bind(state.expires_at)
-            .execute(&self.flow_states)
+            .execute(&self.pool)
             .await?;
         Ok(())
     }
@@ -412,8 +409,10 @@ where
         let integration: IntegrationRow = sqlx::query_as(sql::SELECT_INTEGRATION).bind(id).fetch_one(&mut *tx).await?;
         let change = TokenChange { integration_id: id, user_id: record.user_id, provider: record.provider.clone() };
         D::notify_change(&mut tx, &change).await?;
-        tx.commit().await?;
+        // Dropped even when the commit reports an error: the server may have committed anyway.
+        let committed = tx.commit().await;
         self.cache.invalidate(&change);
+        committed?;
         Ok(integration.into())
     }
 
@@ -511,8 +510,10 @@ where
             Self::insert_audit(&mut tx, &entry).await?;
         }
         D::notify_change(&mut tx, &change).await?;
-        tx.commit().await?;
+        // Dropped even when the commit reports an error: the server may have committed anyway.
+        let committed = tx.commit().await;
         self.cache.invalidate(&change);
+        committed?;
         Ok(true)
     }
 
@@ -650,8 +651,10 @@ where
         // The lock is held until the outcome is committed, then released.
         let mut tx = D::begin_write(&pool).await?;
         let write = SqlStore::<D>::apply_refresh(&mut tx, &current, step, audit).await?;
-        tx.commit().await?;
+        // Dropped even when the commit reports an error: the server may have committed anyway.
+        let committed = tx.commit().await;
         cache.invalidate(&TokenChange::of(&current));
+        committed?;
         drop(hold);
         Ok(write)
     }

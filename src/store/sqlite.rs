@@ -28,6 +28,22 @@ impl Dialect for Sqlite {
     const LOCK_FOR_REFRESH_OUTCOME: &'static str = "SELECT status FROM oauth_integrations WHERE id = $1";
     const LOCK_FOR_USAGE: &'static str = "SELECT id FROM oauth_integrations WHERE id = $1";
 
+    async fn probe(url: &str) -> anyhow::Result<String> {
+        use sqlx::Connection;
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|error| anyhow::anyhow!("DATABASE_URL is not a valid SQLite URL: {error}"))?
+            .read_only(true);
+        let file = options.get_filename().to_owned();
+        if !file.exists() {
+            return Ok(format!("SQLite file {} (created on first start)", file.display()));
+        }
+        let connection = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .map_err(|error| anyhow::anyhow!("opening {}: {error}", file.display()))?;
+        connection.close().await.ok();
+        Ok(format!("SQLite file {}", file.display()))
+    }
+
     async fn connect(url: &str, max_connections: u32) -> anyhow::Result<SqlitePool> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|error| anyhow::anyhow!("DATABASE_URL is not a valid SQLite URL: {error}"))?
@@ -54,10 +70,6 @@ impl Dialect for Sqlite {
     }
 
     fn refresh_writer_pool(_pool: &SqlitePool, _connections: u32) -> Option<SqlitePool> {
-        None
-    }
-
-    fn flow_state_pool(_pool: &SqlitePool) -> Option<SqlitePool> {
         None
     }
 

@@ -10,12 +10,14 @@
 //!
 //! A read that misses races the writes: it may read the row just before a write commits and
 //! insert it after the write's invalidation has passed. A generation counter, bumped by every
-//! invalidation, settles it: an insert whose read began before the latest invalidation is undone.
+//! invalidation, settles it: an insert whose read began before the latest invalidation is not made.
+//! The check and the insert happen under a shared lock that invalidations take exclusively, so
+//! an invalidation cannot fall between them.
 //!
 //! `quick_cache` holds the entries: bounded by their bytes, sharded, no background threads.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use quick_cache::Weighter;
@@ -102,6 +104,9 @@ pub struct TokenCache {
     by_owner: Cache<(i32, String), i32>,
     /// Bumped by every invalidation (see the module's doc).
     generation: AtomicU64,
+    /// Held shared by `insert` from its generation check to its insert, and exclusively by
+    /// invalidations, so no stale entry is ever visible, not even for an instant.
+    writes: RwLock<()>,
     /// Listening for other replicas' changes; off, nothing is read or stored.
     live: AtomicBool,
     max_age: Duration,
@@ -126,6 +131,7 @@ impl TokenCache {
             by_id: Cache::with_weighter(estimated, limits.max_bytes, EntryBytes),
             by_owner: Cache::new(estimated),
             generation: AtomicU64::new(0),
+            writes: RwLock::new(()),
             live: AtomicBool::new(false),
             max_age: limits.max_age,
             enabled: true,
@@ -163,6 +169,7 @@ impl TokenCache {
 
     /// Drops every entry.
     pub fn clear(&self) {
+        let _exclusive = self.writes.write().unwrap_or_else(PoisonError::into_inner);
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.by_id.clear();
         self.by_owner.clear();
@@ -170,6 +177,7 @@ impl TokenCache {
 
     /// Drops what `change` touched.
     pub fn invalidate(&self, change: &TokenChange) {
+        let _exclusive = self.writes.write().unwrap_or_else(PoisonError::into_inner);
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.by_id.remove(&change.integration_id);
         self.by_owner.remove(&(change.user_id, change.provider.clone()));
@@ -204,18 +212,16 @@ impl TokenCache {
         if !self.is_live() {
             return;
         }
+        // An invalidation either came before the check (the generation moved: not inserted) or
+        // waits for the insert and then removes it.
+        let _shared = self.writes.read().unwrap_or_else(PoisonError::into_inner);
+        if self.generation.load(Ordering::SeqCst) != ticket.0 {
+            return;
+        }
         let id = token.integration_id;
         self.by_id.insert(id, Entry { token: Arc::new(token.clone()), stored_at: Instant::now() });
         if by_owner {
             self.by_owner.insert((token.user_id, token.provider.clone()), id);
-        }
-        // Inserting first and checking after closes the race with `invalidate` without a lock:
-        // an invalidation either removed this entry or bumped the generation seen here.
-        if self.generation.load(Ordering::SeqCst) != ticket.0 {
-            self.by_id.remove(&id);
-            if by_owner {
-                self.by_owner.remove(&(token.user_id, token.provider.clone()));
-            }
         }
     }
 

@@ -43,20 +43,103 @@ fn check_config_with_nothing_set_uses_the_embedded_defaults() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(stdout.contains("database: Sqlite"), "{stdout}");
-    assert!(stdout.contains("provider google: no credentials"), "{stdout}");
+    assert!(stdout.contains("sandbox mode: on (SQLite and no provider credentials)"), "{stdout}");
+    assert!(stdout.contains("provider google: served by the sandbox emulator"), "{stdout}");
+    assert!(stdout.contains("(primary "), "the key ring's ids are listed: {stdout}");
+    assert!(stdout.trim_end().ends_with("configuration OK"), "{stdout}");
+}
+
+/// PostgreSQL settings with every secret set, for `database_url`.
+fn postgres_settings(database_url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", database_url.to_owned()),
+        ("JWT_SECRET_KEY", "jwt-secret-for-the-cli-test".to_owned()),
+        ("OAUTH_ENCRYPTION_KEY", format!("k1:{}", "ab".repeat(32))),
+        ("OAUTH_SERVICE_API_KEYS", "cli-test-service-key-0123456789".to_owned()),
+        ("GOOGLE_CLIENT_ID", "cli-test-client".to_owned()),
+        ("GOOGLE_CLIENT_SECRET", "cli-test-secret-hunter2".to_owned()),
+    ]
+}
+
+fn check_config_with(settings: &[(&'static str, String)]) -> (Option<i32>, String, String) {
+    let env: Vec<(&str, &str)> = settings.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    let output = oauth_manager(&["check-config"], &env);
+    (output.status.code(), String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap())
+}
+
+/// The test database's server, with `database` in place of its database.
+fn test_server_with(database: &str) -> String {
+    let url = crate::support::admin_url();
+    let (server, _) = url.rsplit_once('/').expect("a database in TEST_DATABASE_URL");
+    format!("{server}/{database}")
+}
+
+#[test]
+fn check_config_fails_on_an_unreachable_database_and_says_why() {
+    // Nothing listens on port 1: the connection is refused at once.
+    let (code, stdout, stderr) = check_config_with(&postgres_settings("postgres://postgres@127.0.0.1:1/oauth"));
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("database reachable: no"), "{stdout}");
+    assert!(stderr.contains("connecting to PostgreSQL at 127.0.0.1:1"), "{stderr}");
+    assert!(stderr.contains("is the server running"), "{stderr}");
+    assert!(!stdout.contains("configuration OK"), "{stdout}");
+    assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"), "no secret printed");
+}
+
+#[test]
+fn check_config_names_a_missing_database() {
+    let (code, _, stderr) = check_config_with(&postgres_settings(&test_server_with("oam_no_such_database")));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("oam_no_such_database") && stderr.contains("does not exist"), "{stderr}");
+    assert!(stderr.contains("createdb"), "{stderr}");
+}
+
+#[test]
+fn check_config_reports_a_reachable_database_and_the_providers() {
+    let (code, stdout, stderr) = check_config_with(&postgres_settings(&test_server_with("postgres")));
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("database reachable: PostgreSQL "), "{stdout}");
+    assert!(stdout.contains("sandbox mode: off"), "{stdout}");
+    assert!(stdout.contains("provider google: configured"), "{stdout}");
+    assert!(stdout.contains("provider notion: no credentials (cannot be connected)"), "{stdout}");
+    assert!(stdout.contains("encryption keys: k1 (primary k1)"), "{stdout}");
+    assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"), "no secret printed");
+}
+
+#[test]
+fn check_config_fails_when_nothing_can_be_connected() {
+    let settings: Vec<_> = postgres_settings(&test_server_with("postgres"))
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("GOOGLE_"))
+        .collect();
+    let (code, _, stderr) = check_config_with(&settings);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("no provider has credentials and the sandbox is off"), "{stderr}");
 }
 
 #[tokio::test]
 async fn serve_with_nothing_set_answers_healthz_and_shuts_down_gracefully() {
     let data_dir = std::env::temp_dir().join(format!("oam-serve-{}", oauth_manager::crypto::random_token(6)));
-    let env = [("OAUTH_DATA_DIR".to_owned(), data_dir.display().to_string())];
-    let service = crate::support::ServiceProcess::start(&env).await;
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let log = data_dir.join("service.log");
+    let env =
+        [("OAUTH_DATA_DIR".to_owned(), data_dir.display().to_string()), ("RUST_LOG".to_owned(), "info".to_owned())];
+    let service = crate::support::ServiceProcess::start_logging_to(&env, Some(&log)).await;
     let health = reqwest::get(format!("{}/healthz", service.base_url)).await.unwrap();
     assert_eq!(health.status(), 200);
     let sandbox = reqwest::get(format!("{}/_sandbox/google/.well-known/openid-configuration", service.base_url)).await;
     assert_eq!(sandbox.unwrap().status(), 200, "with nothing configured the sandbox serves the providers");
+    let unknown = reqwest::get(format!("{}/no/such/route", service.base_url)).await.unwrap();
+    assert_eq!(unknown.status(), 404);
     let status = service.terminate();
     assert!(status.success(), "SIGTERM ends it cleanly: {status:?}");
     assert!(data_dir.join("dev-secrets.toml").exists(), "development secrets were generated");
+    // The log, written to a file: every line flushed at exit, no colour codes, the sandbox's
+    // requests and unknown routes logged with their paths.
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(!log.contains('\u{1b}'), "no ANSI escape codes in a log file:\n{log}");
+    assert!(log.contains("path=/_sandbox"), "a sandbox request is logged:\n{log}");
+    assert!(log.contains("path=/no/such/route") && log.contains("status=404"), "an unknown route is logged:\n{log}");
+    assert!(log.trim_end().ends_with("shut down"), "the last line is written before exit:\n{log}");
     std::fs::remove_dir_all(data_dir).ok();
 }

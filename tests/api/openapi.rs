@@ -51,3 +51,34 @@ async fn openapi_documents_exactly_the_contracts_endpoints_and_each_is_routed() 
     }
     assert!(spec["components"]["securitySchemes"]["service_key"].is_object());
 }
+
+#[tokio::test]
+async fn problem_answers_are_declared_as_problem_json_and_every_secured_operation_has_a_401() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let spec: serde_json::Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    let problem = serde_json::json!("#/components/schemas/Problem");
+    let mut secured = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                let Some(content) = response["content"].as_object() else { continue };
+                if let Some(json) = content.get("application/json") {
+                    assert_ne!(
+                        json["schema"]["$ref"], problem,
+                        "{method} {path} {status}: a problem as application/json"
+                    );
+                }
+            }
+            if operation["security"].as_array().is_some_and(|s| !s.is_empty()) {
+                secured += 1;
+                let unauthorized = &operation["responses"]["401"]["content"]["application/problem+json"];
+                assert_eq!(unauthorized["schema"]["$ref"], problem, "{method} {path} documents no 401");
+            }
+        }
+    }
+    assert!(secured >= 10, "the user and service endpoints are secured: {secured}");
+    // What the document says is what the service sends.
+    let response = app.get("/api/v1/oauth/integrations", None).await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+}

@@ -24,7 +24,7 @@ pub const SERVICE_KEY: &str = "test-service-key-0123456789";
 /// `existing_schema.sql`; `schema::the_fixture_is_the_contracts_schema` keeps them equal).
 pub const EXISTING_SCHEMA: &str = include_str!("../fixtures/existing_schema.sql");
 
-fn admin_url() -> String {
+pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
@@ -296,15 +296,24 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts `oauth-manager serve` with exactly `env` (plus HOST/PORT), and waits until it is ready.
     pub async fn start(env: &[(String, String)]) -> Self {
+        Self::start_logging_to(env, None).await
+    }
+
+    /// `start`, writing its stdout (the log; `RUST_LOG` from `env`, else `warn`) to `log`.
+    pub async fn start_logging_to(env: &[(String, String)], log: Option<&std::path::Path>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let stdout = match log {
+            Some(path) => std::process::Stdio::from(std::fs::File::create(path).unwrap()),
+            None => std::process::Stdio::null(),
+        };
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_oauth-manager"))
             .arg("serve")
             .env_clear()
+            .env("RUST_LOG", "warn")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
+            .stdout(stdout)
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("the binary starts");
