@@ -54,9 +54,12 @@ pub const FIND_STATE: &str =
                 expires_at, is_used
              FROM oauth_state WHERE state_token = $1";
 
-/// A user's unused, unexpired states: how many, and the first expiry.
-pub const OPEN_STATES: &str =
-    "SELECT COUNT(*), MIN(expires_at) FROM oauth_state WHERE user_id = $1 AND is_used = false AND expires_at > $2";
+/// A user's unused, unexpired states: how many, and the first expiry. Only `user_id` may lead
+/// the plan: the `COALESCE`s keep PostgreSQL off the `is_used` and `expires_at` indexes, which a
+/// generic plan picked when the statistics saw few unused states, and which then scanned every
+/// unused state of every user per `POST /initiate` (abandoned flows pile up; BENCHMARKS.md).
+pub const OPEN_STATES: &str = "SELECT COUNT(*), MIN(expires_at) FROM oauth_state
+             WHERE user_id = $1 AND COALESCE(is_used, false) = false AND COALESCE(expires_at, expires_at) > $2";
 
 /// Spends a state once, if unused and unexpired (RFC 9700 §2.1.1).
 pub const CONSUME_STATE: &str = "UPDATE oauth_state SET is_used = true, used_at = $2
