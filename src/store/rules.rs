@@ -158,7 +158,9 @@ pub fn api_call_entry(delta: &UsageDelta) -> AuditEntry {
         duration_ms: None,
         metadata: None,
         details: Some(merged_usage_details(None, delta)),
-        created_at: delta.minute,
+        // Stamped at its last hand-out, not the minute's start: it sorts among the rows around it
+        // (a connect at :30 above hand-outs at :40 would read backwards).
+        created_at: delta.last_at,
     }
 }
 

@@ -221,12 +221,15 @@ pub const ADD_USAGE: &str = "UPDATE oauth_tokens SET
                 last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $3 THEN $3 ELSE last_used_at END
              WHERE integration_id = $1";
 
-/// The `api_call` row of an integration and minute.
+/// The `api_call` row of an integration and the minute from `$2` to `$3` (its `created_at` is the
+/// minute's last counted hand-out; rows written before that change carry the minute's start).
 pub const FIND_API_CALL_ROW: &str = "SELECT id, details FROM oauth_audit_log
-                 WHERE integration_id = $1 AND action = 'api_call' AND created_at = $2 ORDER BY id LIMIT 1";
+                 WHERE integration_id = $1 AND action = 'api_call' AND created_at >= $2 AND created_at < $3
+                 ORDER BY id LIMIT 1";
 
-/// Updates the aggregate of an `api_call` row.
-pub const UPDATE_API_CALL_DETAILS: &str = "UPDATE oauth_audit_log SET details = $2 WHERE id = $1";
+/// Updates the aggregate of an `api_call` row, moving its time to the last hand-out `$3`.
+pub const UPDATE_API_CALL_DETAILS: &str = "UPDATE oauth_audit_log SET details = $2,
+                 created_at = CASE WHEN created_at < $3 THEN $3 ELSE created_at END WHERE id = $1";
 
 /// Token rows after `$2` with a value not under the key whose `LIKE` pattern is `$1`, oldest first.
 pub const TOKENS_NOT_UNDER: &str = "SELECT t.id, i.user_id, i.provider, t.access_token, t.refresh_token

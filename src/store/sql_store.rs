@@ -205,6 +205,7 @@ where
         let existing: Option<ApiCallRow> = sqlx::query_as(sql::FIND_API_CALL_ROW)
             .bind(delta.integration_id)
             .bind(delta.minute)
+            .bind(delta.minute + chrono::Duration::minutes(1))
             .fetch_optional(&mut **tx)
             .await?;
         match existing {
@@ -213,6 +214,7 @@ where
                 sqlx::query(sql::UPDATE_API_CALL_DETAILS)
                     .bind(row.id)
                     .bind(JsonDoc(details))
+                    .bind(delta.last_at)
                     .execute(&mut **tx)
                     .await?;
                 Ok(())

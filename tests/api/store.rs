@@ -420,12 +420,19 @@ async fn usage_is_counted_in_aggregate_and_saturates(backend: Backend) {
     let rows = store.list_audit(&query).await.unwrap();
     assert_eq!(rows.len(), 1, "one api_call row per integration and minute");
     assert_eq!(rows[0].details.as_ref().unwrap()["hand_outs"], 7);
+    assert_eq!(rows[0].created_at, minute + Duration::seconds(30), "stamped at the last hand-out");
+    let later = UsageDelta { last_at: minute + Duration::seconds(45), ..delta(1) };
+    store.flush_usage(&[later]).await.unwrap();
+    let rows = store.list_audit(&query).await.unwrap();
+    assert_eq!(rows.len(), 1, "the same minute's row");
+    assert_eq!(rows[0].created_at, minute + Duration::seconds(45), "moved to the minute's last hand-out");
+    assert_eq!(rows[0].details.as_ref().unwrap()["hand_outs"], 8);
 
     store.flush_usage(&[delta(u64::MAX)]).await.unwrap();
     store.flush_usage(&[delta(5)]).await.unwrap();
     let (usage, last_used_at) = store.token_usage(integration.id).await.unwrap().unwrap();
     assert_eq!(usage, i32::MAX, "saturates instead of failing");
-    assert_eq!(last_used_at, Some(minute + Duration::seconds(30)));
+    assert_eq!(last_used_at, Some(minute + Duration::seconds(45)), "never moved backwards");
 }
 
 async fn migrations_create_a_usable_schema_on_an_empty_database(backend: Backend) {
