@@ -120,25 +120,20 @@ impl UsageRecorder {
         // Every transaction takes its locks in this one order (integration, then minute), so
         // batches running at once, here or on another replica, cannot deadlock.
         deltas.sort_by_key(|delta| (delta.integration_id, delta.minute));
-        let mut batches = Vec::with_capacity(deltas.len().div_ceil(FLUSH_BATCH));
-        while !deltas.is_empty() {
-            let rest = deltas.split_off(deltas.len().min(FLUSH_BATCH));
-            batches.push(std::mem::replace(&mut deltas, rest));
-        }
-        futures_util::stream::iter(batches)
+        futures_util::stream::iter(deltas.chunks(FLUSH_BATCH))
             .for_each_concurrent(FLUSH_PARALLELISM, |batch| self.flush_batch(store, batch))
             .await;
     }
 
-    async fn flush_batch(&self, store: &dyn Store, deltas: Vec<UsageDelta>) {
-        let Err(error) = store.flush_usage(&deltas).await else { return };
+    async fn flush_batch(&self, store: &dyn Store, deltas: &[UsageDelta]) {
+        let Err(error) = store.flush_usage(deltas).await else { return };
         tracing::warn!(error = %error, pending = deltas.len(), "usage flush failed; trying entries one by one");
         let mut failed = Vec::new();
         let mut written = 0usize;
         for delta in deltas {
-            match store.flush_usage(std::slice::from_ref(&delta)).await {
+            match store.flush_usage(std::slice::from_ref(delta)).await {
                 Ok(()) => written += 1,
-                Err(error) => failed.push((delta, error)),
+                Err(error) => failed.push((delta.clone(), error)),
             }
         }
         if written == 0 {

@@ -268,13 +268,18 @@ pub struct StoreOptions {
     pub cache: Option<TokenCacheLimits>,
 }
 
+/// Which database `url` names, or the error that says which URLs are understood.
+fn kind_of(url: &str) -> anyhow::Result<DatabaseKind> {
+    DatabaseKind::of_url(url)
+        .ok_or_else(|| anyhow::anyhow!("DATABASE_URL must start with postgres://, postgresql:// or sqlite:"))
+}
+
 /// What the database at `url` is, or why it cannot be reached; creates nothing.
 pub async fn probe(url: &str) -> anyhow::Result<String> {
     use dialect::Dialect;
-    match DatabaseKind::of_url(url) {
-        Some(DatabaseKind::Postgres) => sqlx::Postgres::probe(url).await,
-        Some(DatabaseKind::Sqlite) => sqlx::Sqlite::probe(url).await,
-        None => anyhow::bail!("DATABASE_URL must start with postgres://, postgresql:// or sqlite:"),
+    match kind_of(url)? {
+        DatabaseKind::Postgres => sqlx::Postgres::probe(url).await,
+        DatabaseKind::Sqlite => sqlx::Sqlite::probe(url).await,
     }
 }
 
@@ -288,9 +293,8 @@ pub async fn connect(url: &str, options: StoreOptions) -> anyhow::Result<Arc<dyn
         }
     }
     let max = options.max_connections;
-    Ok(match DatabaseKind::of_url(url) {
-        Some(DatabaseKind::Postgres) => Arc::new(configured(PgStore::connect(url, max).await?, options)),
-        Some(DatabaseKind::Sqlite) => Arc::new(configured(SqliteStore::connect(url, max).await?, options)),
-        None => anyhow::bail!("DATABASE_URL must start with postgres://, postgresql:// or sqlite:"),
+    Ok(match kind_of(url)? {
+        DatabaseKind::Postgres => Arc::new(configured(PgStore::connect(url, max).await?, options)),
+        DatabaseKind::Sqlite => Arc::new(configured(SqliteStore::connect(url, max).await?, options)),
     })
 }

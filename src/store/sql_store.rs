@@ -411,10 +411,7 @@ where
         let integration: IntegrationRow = sqlx::query_as(sql::SELECT_INTEGRATION).bind(id).fetch_one(&mut *tx).await?;
         let change = TokenChange { integration_id: id, user_id: record.user_id, provider: record.provider.clone() };
         D::notify_change(&mut tx, &change).await?;
-        // Dropped even when the commit reports an error: the server may have committed anyway.
-        let committed = tx.commit().await;
-        self.cache.invalidate(&change);
-        committed?;
+        commit_then_forget(tx, &self.cache, &change).await?;
         Ok(integration.into())
     }
 
@@ -438,31 +435,19 @@ where
         if let Some(cached) = self.cache.get(integration_id) {
             return Ok(Some(cached));
         }
-        let ticket = self.cache.ticket();
-        let row: Option<TokenRow> =
-            sqlx::query_as(sql::SELECT_TOKEN).bind(integration_id).fetch_optional(&self.pool).await?;
-        let token = row.map(StoredToken::from);
-        if let Some(token) = &token {
-            self.cache.insert(ticket, token, false);
-        }
-        Ok(token)
+        let read = sqlx::query_as(sql::SELECT_TOKEN).bind(integration_id).fetch_optional(&self.pool);
+        read_through(&self.cache, false, read).await
     }
 
     async fn find_token_by_owner(&self, user_id: i32, provider: &str) -> StoreResult<Option<StoredToken>> {
         if let Some(cached) = self.cache.get_by_owner(user_id, provider) {
             return Ok(Some(cached));
         }
-        let ticket = self.cache.ticket();
-        let row: Option<TokenRow> = sqlx::query_as(sql::SELECT_TOKEN_BY_OWNER)
+        let read = sqlx::query_as(sql::SELECT_TOKEN_BY_OWNER)
             .bind(user_id)
             .bind(provider.to_owned())
-            .fetch_optional(&self.pool)
-            .await?;
-        let token = row.map(StoredToken::from);
-        if let Some(token) = &token {
-            self.cache.insert(ticket, token, true);
-        }
-        Ok(token)
+            .fetch_optional(&self.pool);
+        read_through(&self.cache, true, read).await
     }
 
     async fn token_usage(&self, integration_id: i32) -> StoreResult<Option<(i32, Option<NaiveDateTime>)>> {
@@ -512,10 +497,7 @@ where
             Self::insert_audit(&mut tx, &entry).await?;
         }
         D::notify_change(&mut tx, &change).await?;
-        // Dropped even when the commit reports an error: the server may have committed anyway.
-        let committed = tx.commit().await;
-        self.cache.invalidate(&change);
-        committed?;
+        commit_then_forget(tx, &self.cache, &change).await?;
         Ok(true)
     }
 
@@ -612,6 +594,33 @@ where
     }
 }
 
+/// Commits `tx`, then drops what `change` touched from this process's cache, even when the
+/// commit reports an error: the server may have committed anyway.
+async fn commit_then_forget<D: Database>(
+    tx: Transaction<'static, D>,
+    cache: &TokenCache,
+    change: &TokenChange,
+) -> StoreResult<()> {
+    let committed = tx.commit().await;
+    cache.invalidate(change);
+    Ok(committed?)
+}
+
+/// Runs `read` (a token row, by id or `by_owner`), caching what it finds. The ticket is taken
+/// before the read runs (futures start when awaited), so an invalidation meanwhile voids the insert.
+async fn read_through(
+    cache: &TokenCache,
+    by_owner: bool,
+    read: impl std::future::Future<Output = sqlx::Result<Option<TokenRow>>>,
+) -> StoreResult<Option<StoredToken>> {
+    let ticket = cache.ticket();
+    let token = read.await?.map(StoredToken::from);
+    if let Some(token) = &token {
+        cache.insert(ticket, token, by_owner);
+    }
+    Ok(token)
+}
+
 /// A refresh holding its integration (`Store::begin_refresh`).
 struct SqlRefresh<D: Database> {
     pool: Pool<D>,
@@ -653,10 +662,7 @@ where
         // The lock is held until the outcome is committed, then released.
         let mut tx = D::begin_write(&pool).await?;
         let write = SqlStore::<D>::apply_refresh(&mut tx, &current, step, audit).await?;
-        // Dropped even when the commit reports an error: the server may have committed anyway.
-        let committed = tx.commit().await;
-        cache.invalidate(&TokenChange::of(&current));
-        committed?;
+        commit_then_forget(tx, &cache, &TokenChange::of(&current)).await?;
         drop(hold);
         Ok(write)
     }

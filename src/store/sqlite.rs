@@ -17,6 +17,11 @@ use super::dialect::{BackgroundTask, Dialect, RefreshHold};
 use super::token_cache::{TokenCache, TokenChange};
 use super::{DatabaseKind, KeyedLocks, StoreResult};
 
+fn connect_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
+    SqliteConnectOptions::from_str(url)
+        .map_err(|error| anyhow::anyhow!("DATABASE_URL is not a valid SQLite URL: {error}"))
+}
+
 impl Dialect for Sqlite {
     const KIND: DatabaseKind = DatabaseKind::Sqlite;
     type RefreshLocks = Arc<KeyedLocks>;
@@ -30,9 +35,7 @@ impl Dialect for Sqlite {
 
     async fn probe(url: &str) -> anyhow::Result<String> {
         use sqlx::Connection;
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|error| anyhow::anyhow!("DATABASE_URL is not a valid SQLite URL: {error}"))?
-            .read_only(true);
+        let options = connect_options(url)?.read_only(true);
         let file = options.get_filename().to_owned();
         if !file.exists() {
             return Ok(format!("SQLite file {} (created on first start)", file.display()));
@@ -45,8 +48,7 @@ impl Dialect for Sqlite {
     }
 
     async fn connect(url: &str, max_connections: u32) -> anyhow::Result<SqlitePool> {
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|error| anyhow::anyhow!("DATABASE_URL is not a valid SQLite URL: {error}"))?
+        let options = connect_options(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(10))
