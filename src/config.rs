@@ -135,6 +135,11 @@ pub struct FlowSettings {
     pub purge_interval_seconds: u64,
     /// How long an expired state is kept, so a late callback still hears `state_expired`.
     pub keep_expired_seconds: u64,
+    /// How long an authorization URL that passes through the service may bind a browser.
+    pub handoff_seconds: u64,
+    /// A connect link's lifetime when the backend asks for none, and the longest it may ask for.
+    pub connect_link_default_seconds: u64,
+    pub connect_link_max_seconds: u64,
 }
 
 /// What one client may ask for (0 turns a rate limit off).
@@ -231,7 +236,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub secrets: SecretSettings,
     pub providers_file: Option<PathBuf>,
+    /// The product frontend's origins: allowed as `return_to`, answered with CORS headers, and
+    /// trusted to send cookie-authenticated writes.
     pub allowed_return_origins: Vec<url::Origin>,
+    /// Where the callback's HTML page sends the browser back to when the flow had no `return_to`.
+    pub default_return_url: Url,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (`OAUTH_TRUSTED_PROXIES`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub sandbox: SandboxMode,
     pub log_format: LogFormat,
     pub expose_tokens_to_users: bool,
@@ -265,6 +276,20 @@ impl Config {
             .ok_or_else(|| invalid("PUBLIC_BASE_URL", "must be an absolute http(s) URL"))?;
         let allowed_return_origins =
             env.text("OAUTH_ALLOWED_RETURN_ORIGINS").map(|list| parse_origins(&list)).transpose()?.unwrap_or_default();
+        let default_return_url = match env.text("OAUTH_DEFAULT_RETURN_URL") {
+            Some(text) => {
+                Url::parse(&text).ok().filter(|url| matches!(url.scheme(), "http" | "https")).ok_or_else(|| {
+                    invalid("OAUTH_DEFAULT_RETURN_URL", format!("{text:?} is not an absolute http(s) URL"))
+                })?
+            }
+            // The frontend when one is configured, else this service's own connect page.
+            None => match allowed_return_origins.first() {
+                Some(origin) => Url::parse(&origin.ascii_serialization()).unwrap_or_else(|_| public_base_url.clone()),
+                None => public_base_url.join("/").unwrap_or_else(|_| public_base_url.clone()),
+            },
+        };
+        let trusted_proxies =
+            env.text("OAUTH_TRUSTED_PROXIES").map(|list| parse_networks(&list)).transpose()?.unwrap_or_default();
         let sandbox = match env.text("OAUTH_SANDBOX").as_deref() {
             None => file.sandbox,
             Some("auto") => SandboxMode::Auto,
@@ -296,6 +321,8 @@ impl Config {
             secrets: SecretSettings::from_env(&env),
             providers_file: env.text("OAUTH_PROVIDERS_FILE").map(PathBuf::from),
             allowed_return_origins,
+            default_return_url,
+            trusted_proxies,
             sandbox,
             log_format,
             expose_tokens_to_users: env.flag("OAUTH_EXPOSE_TOKENS_TO_USERS", file.expose_tokens_to_users)?,
@@ -425,6 +452,19 @@ fn parse_origins(list: &str) -> Result<Vec<url::Origin>, ConfigError> {
                         format!("{entry:?} is not an origin like https://app.example.com"),
                     )
                 })
+        })
+        .collect()
+}
+
+/// `OAUTH_TRUSTED_PROXIES`: addresses (`10.0.0.5`) or networks (`10.0.0.0/8`), comma-separated.
+fn parse_networks(list: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry.parse::<ipnet::IpNet>().or_else(|_| entry.parse::<IpAddr>().map(ipnet::IpNet::from)).map_err(|_| {
+                invalid("OAUTH_TRUSTED_PROXIES", format!("{entry:?} is not an IP address or CIDR network"))
+            })
         })
         .collect()
 }

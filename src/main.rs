@@ -84,7 +84,7 @@ async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     startup::announce(&config, &secrets);
     let sandbox_url = format!("{}{}", config.public_base_url.as_str().trim_end_matches('/'), sandbox::PREFIX);
     let emulators = sandbox::enabled(&config, &providers).then(|| {
-        let (router, bases) = sandbox::emulators(config.public_base_url.as_str());
+        let (router, bases) = sandbox::emulators(config.public_base_url.as_str(), &config.data_dir);
         sandbox::point_at_emulators(&mut providers, &bases);
         tracing::warn!(
             "SANDBOX MODE: google, youtube, microsoft and notion are served by local emulators under {}; \
@@ -108,26 +108,10 @@ async fn demo_credentials(loaded: Loaded) -> anyhow::Result<()> {
         loaded.config.database.kind == DatabaseKind::Sqlite,
         "demo-credentials is for the embedded SQLite setup only"
     );
-    let jwt_secret = loaded.secrets.jwt_secret.expose_secret().to_owned();
     let service_key = loaded.secrets.generated_service_key.as_ref().map(|key| key.expose_secret().to_owned());
     let state = startup::build_state(loaded.config, loaded.providers, loaded.secrets).await?;
-    let email = "demo@example.com";
-    let user_id = match state.vault.store.find_user(email).await? {
-        Some(id) => id,
-        None => state.vault.store.create_user(email).await?,
-    };
-    let claims = oauth_manager::auth::Claims {
-        user_id,
-        token_type: "access".into(),
-        sub: email.into(),
-        exp: (chrono::Utc::now().timestamp() + 24 * 3600) as u64,
-        roles: vec![],
-    };
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(jwt_secret.as_bytes()),
-    )?;
+    let (user_id, token) =
+        state.demo.sign_in(state.vault.store.as_ref(), std::time::Duration::from_secs(24 * 3600)).await?;
     println!("export OAM_USER_ID={user_id}");
     println!("export OAM_USER_TOKEN={token}");
     match service_key {
@@ -250,8 +234,32 @@ fn env_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|value| !value.is_empty())
 }
 
+/// `demo-credentials` prints the credentials of the service started from the same folder: run
+/// anywhere else, it would generate a second data folder with new secrets, whose JWT that
+/// service refuses. It refuses instead, saying where it looked.
+fn check_demo_folder() -> Result<(), String> {
+    let config = Config::from_env().map_err(|error| format!("configuration error: {error}"))?;
+    let secrets_file = config.data_dir.join("dev-secrets.toml");
+    if config.secrets.jwt_secret.is_some() || secrets_file.exists() {
+        return Ok(());
+    }
+    let folder = std::path::absolute(&config.data_dir).unwrap_or(config.data_dir.clone());
+    Err(format!(
+        "no development secrets in {}: demo-credentials prints the credentials of the service started \
+         from the same folder. Run it in the folder where `cargo run` runs the service (start that first), \
+         or set OAUTH_DATA_DIR to that service's data folder.",
+        folder.display()
+    ))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::DemoCredentials))
+        && let Err(problem) = check_demo_folder()
+    {
+        eprintln!("oauth-manager: {problem}");
+        return ExitCode::from(2);
+    }
     let loaded = match load() {
         Ok(loaded) => loaded,
         Err(error) => {

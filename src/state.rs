@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::auth::{JwtVerifier, RoleDirectory, ServiceKeys};
+use crate::auth::{DemoUser, JwtVerifier, RoleDirectory, ServiceKeys};
 use crate::config::Config;
 use crate::http::limits::RateLimits;
 use crate::oauth::Vault;
@@ -32,6 +32,8 @@ pub struct Shared {
     pub vault: Vault,
     /// Verifies the host application's access tokens.
     pub jwt: Arc<JwtVerifier>,
+    /// Signs the sandbox demo user's tokens (served only in sandbox mode).
+    pub demo: Arc<DemoUser>,
     /// The backends' service keys.
     pub service_keys: Arc<ServiceKeys>,
     /// Administrator flags read from the host application's tables (`OAUTH_ROLES_SOURCE=database`).

@@ -1,6 +1,8 @@
 //! Scenario (c): the full connect flow as browsers run it, many at once. Each flow is `POST
-//! /initiate` with the user's JWT (keeping the flow cookie), the consent form posted to the
-//! emulator (as tests/api/flow/support.rs `consent()` does), and the callback with the cookie.
+//! /initiate` with the user's JWT from a page of the service's own origin (so the answer's flow
+//! cookie binds the browser and `authorization_url` is the provider's), the consent form posted
+//! to the emulator (as tests/api/flow/support.rs `consent()` does), and the callback with the
+//! cookie.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +20,7 @@ async fn connect(client: &reqwest::Client, base: &str, user: i32, provider: &str
     let initiate = client
         .post(format!("{base}{API}/initiate"))
         .bearer_auth(Bench::user_jwt(user))
+        .header("origin", base)
         .json(&json!({ "provider": provider }))
         .send()
         .await

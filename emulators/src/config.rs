@@ -1,5 +1,6 @@
 //! What an emulator impersonates, and the URLs a client should be configured with.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Which real provider an emulator behaves like.
@@ -42,6 +43,9 @@ pub struct EmulatorConfig {
     pub tenant_id: String,
     /// Registered redirect URIs, matched exactly; empty accepts any absolute http(s) URI.
     pub allowed_redirect_uris: Vec<String>,
+    /// Where grants and tokens outlive a restart ([`with_state_file`](Self::with_state_file));
+    /// `None` keeps them in memory only.
+    pub state_file: Option<PathBuf>,
 }
 
 impl EmulatorConfig {
@@ -54,7 +58,23 @@ impl EmulatorConfig {
             access_token_ttl: Duration::from_secs(3600),
             tenant_id: DEFAULT_TENANT_ID.to_owned(),
             allowed_redirect_uris: Vec::new(),
+            state_file: None,
         }
+    }
+
+    /// Keeps grants, access and refresh tokens (rotated ones too, for reuse detection),
+    /// revocations and consents in `path` as JSON, so they survive a restart; authorization
+    /// codes, which live for seconds, are not kept.
+    ///
+    /// The file is read when the emulator is built: a missing file starts an empty store, and so
+    /// does an unreadable or corrupt one, with a logged warning (the next change overwrites it;
+    /// the grants it held are lost, as they were without a file). It is rewritten after every
+    /// change, before the answer is sent, atomically (a temporary file in the same folder, then
+    /// a rename) and readable by its owner only on unix (mode 0600). Signing keys are not kept:
+    /// a restarted emulator publishes a new JWKS, which matters only to ID tokens issued before.
+    pub fn with_state_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.state_file = Some(path.into());
+        self
     }
 
     /// The endpoints a client should use for an emulator served at `base_url`.

@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::common::bearer_token;
 use crate::config::{EmulatorConfig, Endpoints, Flavor};
 use crate::keys::{KeyRing, SigningKey};
+use crate::state_file::{self, StoreGuard};
 use crate::store::{Grant, Store};
 
 /// A snapshot of what an emulator has served.
@@ -143,11 +144,12 @@ pub(crate) enum Counter {
 
 impl EmulatorHandle {
     pub(crate) fn new(config: EmulatorConfig, base_url: &str) -> Self {
+        let store = config.state_file.as_deref().map(state_file::load).unwrap_or_default();
         let shared = Shared {
             config,
             base_url: base_url.trim_end_matches('/').to_owned(),
             counters: AtomicCounters::default(),
-            store: Mutex::new(Store::default()),
+            store: Mutex::new(store),
             controls: Mutex::new(Controls {
                 fault: Fault::None,
                 id_token_fault: IdTokenFault::None,
@@ -316,8 +318,9 @@ impl EmulatorHandle {
         self.controls().refresh_error.clone()
     }
 
-    pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
-        lock(&self.shared.store)
+    /// The locked store; changes made through it are written to the state file on release.
+    pub(crate) fn store(&self) -> StoreGuard<'_> {
+        StoreGuard::new(lock(&self.shared.store), self.shared.config.state_file.as_deref())
     }
 
     pub(crate) fn keys(&self) -> MutexGuard<'_, KeyRing> {

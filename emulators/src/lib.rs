@@ -33,6 +33,7 @@ mod identity;
 mod keys;
 mod microsoft;
 mod notion;
+mod state_file;
 mod store;
 mod token;
 

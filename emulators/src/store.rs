@@ -1,8 +1,10 @@
-//! In-memory bookkeeping of codes, grants and tokens; no HTTP here.
+//! Bookkeeping of codes, grants and tokens, in memory (and serialisable for the state file);
+//! no HTTP here.
 
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
 
 /// Index of a grant in the store.
 pub(crate) type GrantId = usize;
@@ -38,7 +40,7 @@ pub(crate) enum CodeProblem {
 }
 
 /// The result of one user's consent: the scopes and identity tokens are issued for.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Grant {
     pub(crate) login: String,
     pub(crate) scopes: Vec<String>,
@@ -48,6 +50,7 @@ pub(crate) struct Grant {
     access_epoch: u64,
 }
 
+#[derive(Serialize, Deserialize)]
 struct AccessRecord {
     grant: GrantId,
     epoch: u64,
@@ -67,9 +70,11 @@ pub(crate) enum RefreshLookup {
     Unknown,
 }
 
-/// Everything an emulator remembers.
-#[derive(Default)]
+/// Everything an emulator remembers; the state file holds all of it but the codes.
+#[derive(Default, Serialize, Deserialize)]
 pub(crate) struct Store {
+    /// Not persisted: a code lives for seconds, and one issued before a restart is simply unknown.
+    #[serde(skip)]
     codes: HashMap<String, CodeRecord>,
     grants: Vec<Grant>,
     access_tokens: HashMap<String, AccessRecord>,
@@ -212,6 +217,15 @@ impl Store {
 
     pub(crate) fn record_consent(&mut self, login: &str, scopes: &[String]) {
         self.consents.entry(login.to_owned()).or_default().extend(scopes.iter().cloned());
+    }
+
+    /// Whether every token names a grant that exists: a state file edited by hand may not, and
+    /// the lookups index `grants` directly.
+    pub(crate) fn is_consistent(&self) -> bool {
+        let known = |grant: &GrantId| *grant < self.grants.len();
+        self.access_tokens.values().all(|record| known(&record.grant))
+            && self.refresh_tokens.values().all(known)
+            && self.rotated_refresh_tokens.values().all(known)
     }
 }
 

@@ -2,11 +2,13 @@
 //! and the roles that gate what they may do. The HTTP extractors that use these are in `http`.
 
 mod caller;
+mod demo;
 mod jwt;
 mod roles;
 mod service_keys;
 
 pub use caller::{Caller, ServiceCaller, UserCaller};
+pub use demo::{DEMO_EMAIL, DemoUser};
 pub use jwt::{Claims, JwtVerifier, Role};
 pub use roles::RoleDirectory;
 pub use service_keys::ServiceKeys;

@@ -2,9 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use axum::Router;
 use axum::extract::{Query, State};
 use axum::routing::get;
-use axum::{Json, Router};
+
+use super::json::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

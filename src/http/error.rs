@@ -1,7 +1,7 @@
 //! The one error type at the HTTP boundary, rendered as RFC 9457 problem JSON, and the one place
 //! that says how each domain error becomes it (status and stable code).
 
-use axum::Json;
+use super::json::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;

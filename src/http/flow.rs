@@ -1,33 +1,35 @@
 //! `/initiate` and `/callback`: the browser's part of connecting an account, and the flow cookie
 //! that binds a flow to the browser that started it (RFC 9700 §4.7).
 
+use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::header::{LOCATION, SET_COOKIE};
+use axum::http::header::{LOCATION, ORIGIN, REFERER, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use url::Url;
 
-use super::RequestClient;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{MaybeUser, cookie};
+use super::json::Json;
+use super::{RequestClient, pages};
 use crate::auth::UserCaller;
 use crate::config::Config;
 use crate::crypto::sha256_hex;
 use crate::oauth::FlowError;
-use crate::oauth::flow::{self, Authorization, AuthorizationResponse, Browser, CallbackFailure};
+use crate::oauth::flow::{self, Authorization, AuthorizationResponse, Binding, Browser, CallbackFailure};
 use crate::oauth::input::{CallbackUrl, ProviderName, ReturnTo, Scope};
 use crate::state::AppState;
 use crate::store::ClientInfo;
 
-/// `POST /initiate`, `GET /callback`, `GET /callback/{provider}`.
+/// `POST /initiate`, `GET /handoff/{state}`, `GET /callback`, `GET /callback/{provider}`.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/initiate", post(initiate))
+        .route("/handoff/{state}", get(handoff))
         .route("/callback", get(callback))
         .route("/callback/{provider}", get(callback_for_provider))
 }
@@ -93,9 +95,42 @@ pub(super) async fn initiate(
     State(state): State<AppState>,
     caller: UserCaller,
     RequestClient(client): RequestClient,
+    headers: HeaderMap,
     Json(request): Json<InitiateRequest>,
 ) -> ApiResult<Response> {
     state.limits.initiate(caller.user_id, client.ip_address)?;
+    let binding = if !state.config.browser_binding || from_own_page(&headers, &state.config) {
+        Binding::Cookie
+    } else {
+        Binding::Handoff
+    };
+    let started = start(&state, caller.user_id, request, binding).await?;
+    let set_cookie = started
+        .browser_binding
+        .as_deref()
+        .map(|value| flow_cookie(&state.config, &started.state, value, started.lifetime_seconds));
+    let answer = InitiateResponse {
+        authorization_url: started.authorization_url,
+        state: started.state,
+        provider: started.provider,
+        scopes: started.scopes,
+        expires_at: started.expires_at,
+    };
+    let mut response = Json(answer).into_response();
+    if let Some(value) = set_cookie.and_then(|value| HeaderValue::from_str(&value).ok()) {
+        response.headers_mut().append(SET_COOKIE, value);
+    }
+    Ok(response)
+}
+
+/// Validates a request to connect an account and starts its flow for `user_id` (`/initiate`,
+/// `/connect/{provider}` and connect links alike: the same state, consent and audit).
+pub(super) async fn start(
+    state: &AppState,
+    user_id: i32,
+    request: InitiateRequest,
+    binding: Binding,
+) -> ApiResult<flow::Initiated> {
     let vault = &state.vault;
     // Each value parsed once, in the order its errors are reported.
     let name = ProviderName::parse(&request.provider).ok_or_else(|| FlowError::UnknownProvider(request.provider))?;
@@ -107,27 +142,74 @@ pub(super) async fn initiate(
         return_to: request
             .return_to
             .map(|target| {
-                ReturnTo::parse(&target, &state.config.allowed_return_origins, state.config.limits.return_to_max_bytes)
+                // The app's origins, and this service's own (its connect page).
+                let mut origins = state.config.allowed_return_origins.clone();
+                origins.push(state.config.public_base_url.origin());
+                ReturnTo::parse(&target, &origins, state.config.limits.return_to_max_bytes)
             })
             .transpose()?,
+        binding,
     };
-    let started = flow::initiate(vault, caller.user_id, authorization).await?;
-    let secure = if state.config.public_base_url.scheme() == "https" { "; Secure" } else { "" };
-    let set_cookie = format!(
-        "{}={}; Path={}; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
-        flow_cookie_name(&state.config, &started.state),
-        started.browser_binding,
-        flow_cookie_path(&state.config),
-        started.lifetime_seconds
-    );
-    let answer = InitiateResponse {
-        authorization_url: started.authorization_url,
-        state: started.state,
-        provider: started.provider,
-        scopes: started.scopes,
-        expires_at: started.expires_at,
-    };
-    Ok(([(SET_COOKIE, set_cookie)], Json(answer)).into_response())
+    Ok(flow::initiate(vault, user_id, authorization).await?)
+}
+
+/// Whether a request comes from a page of this service's own origin, so that cookies its answer
+/// sets reach the browser that will go to the provider. A browser names the page's origin in
+/// `Origin` on every POST; a request without it (curl, a backend) has no such browser.
+fn from_own_page(headers: &HeaderMap, config: &Config) -> bool {
+    match headers.get(ORIGIN).and_then(|value| value.to_str().ok()) {
+        Some(origin) => Url::parse(origin).is_ok_and(|origin| origin.origin() == config.public_base_url.origin()),
+        None => headers.get("sec-fetch-site").is_some_and(|site| site == "same-origin"),
+    }
+}
+
+/// Whether a browser that opened an authorization link came from this service's or the app's
+/// pages, or from no page at all (typed or pasted), rather than from another site's page: the
+/// `Referer` when it has one (the default referrer policy sends the origin), else
+/// `Sec-Fetch-Site`.
+fn opened_from_app(headers: &HeaderMap, config: &Config) -> bool {
+    if let Some(referer) = headers.get(REFERER).and_then(|value| value.to_str().ok()).and_then(|r| Url::parse(r).ok()) {
+        let origin = referer.origin();
+        return origin == config.public_base_url.origin() || config.allowed_return_origins.contains(&origin);
+    }
+    headers.get("sec-fetch-site").is_none_or(|site| site != "cross-site")
+}
+
+/// The `Set-Cookie` value of flow `state_value`'s cookie.
+pub(super) fn flow_cookie(config: &Config, state_value: &str, value: &str, max_age: u64) -> String {
+    let secure = if config.public_base_url.scheme() == "https" { "; Secure" } else { "" };
+    format!(
+        "{}={value}; Path={}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
+        flow_cookie_name(config, state_value),
+        flow_cookie_path(config),
+    )
+}
+
+/// `GET /handoff/{state}`: the authorization link of a flow started where the flow cookie could
+/// not reach the browser (another origin, curl, a backend, a connect link). The first browser
+/// that opens it in time gets the flow cookie and goes on to the provider.
+#[utoipa::path(get, path = "/api/v1/oauth/handoff/{state}", tag = "flow", params(("state" = String, Path)),
+    responses((status = 303, description = "On to the provider, with the flow cookie"), (status = 400, description = "handoff_used, handoff_expired, handoff_foreign_site, state_used or invalid_state", body = Problem)))]
+pub(super) async fn handoff(
+    State(state): State<AppState>,
+    RequestClient(client): RequestClient,
+    headers: HeaderMap,
+    Path(state_value): Path<String>,
+) -> Response {
+    if let Err(refused) = state.limits.callback(client.ip_address) {
+        return refused.into_response();
+    }
+    match flow::hand_off(&state.vault, &state_value, opened_from_app(&headers, &state.config)).await {
+        Ok(handed_off) => {
+            let cookie =
+                flow_cookie(&state.config, &state_value, &handed_off.browser_binding, handed_off.lifetime_seconds);
+            (StatusCode::SEE_OTHER, [(LOCATION, handed_off.provider_url), (SET_COOKIE, cookie)]).into_response()
+        }
+        Err(error) => {
+            tracing::info!(code = error.code(), "authorization link refused");
+            pages::problem_for(&headers, &state.config, ApiError::from(error))
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/oauth/callback", tag = "flow", params(CallbackQuery),
@@ -172,6 +254,7 @@ async fn finish(
         user_id: user.map(|u| u.user_id),
         flow_cookie: cookie_name.as_deref().and_then(|name| cookie(headers, name)).map(str::to_owned),
     };
+    let query_state = query.state.clone();
     let response = AuthorizationResponse { code: query.code, state: query.state, iss: query.iss, error: query.error };
     let outcome = flow::callback(&state.vault, response, provider, browser, client).await;
     let state_spent = outcome.as_ref().map_or_else(|failure| failure.state_spent, |_| true);
@@ -187,27 +270,34 @@ async fn finish(
                         ("integration_id", &integration.id.to_string()),
                     ],
                 ),
-                None => Json(json!({
-                    "message": format!("Connected {}.", state.vault.providers.display_name(&integration.provider)),
-                    "integration_id": integration.id,
-                    "provider": integration.provider,
-                    "status": integration.status,
-                }))
-                .into_response(),
+                None => {
+                    let message = format!("Connected {}.", state.vault.providers.display_name(&integration.provider));
+                    if pages::wants_html(headers) {
+                        pages::outcome(StatusCode::OK, &message, None, &state.config.default_return_url)
+                    } else {
+                        Json(json!({
+                            "message": message,
+                            "integration_id": integration.id,
+                            "provider": integration.provider,
+                            "status": integration.status,
+                        }))
+                        .into_response()
+                    }
+                }
             }
         }
         Err(CallbackFailure { error, return_to: Some(target), .. }) => {
             tracing::info!(code = error.code(), "callback refused; redirecting back");
             redirect(&target, &[("oauth_status", "error"), ("error", error.code())])
         }
-        Err(CallbackFailure { error, return_to: None, .. }) => ApiError::from(error).into_response(),
+        Err(CallbackFailure { error, return_to: None, .. }) => {
+            pages::problem_for(headers, &state.config, ApiError::from(error))
+        }
     };
     // Once the state is spent this browser's cookie for it is useless: forget it. A refusal that
     // left the state usable keeps the cookie, so the right callback can still finish the flow.
-    if let Some(name) = cookie_name.filter(|_| state_spent) {
-        let path = flow_cookie_path(&state.config);
-        let secure = if state.config.public_base_url.scheme() == "https" { "; Secure" } else { "" };
-        let expired = format!("{name}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Lax{secure}");
+    if let Some(value) = query_state.filter(|_| state_spent) {
+        let expired = flow_cookie(&state.config, &value, "", 0);
         if let Ok(value) = HeaderValue::from_str(&expired) {
             response.headers_mut().append(SET_COOKIE, value);
         }

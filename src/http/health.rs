@@ -1,8 +1,10 @@
 //! Liveness and readiness.
 
+use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use axum::{Json, Router};
+
+use super::json::Json;
 use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiResult};

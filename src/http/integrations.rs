@@ -1,9 +1,11 @@
 //! `/integrations`: the caller's connections.
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+
+use super::json::Json;
 use serde::{Deserialize, Serialize};
 
 use super::RequestClient;

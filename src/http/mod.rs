@@ -3,13 +3,18 @@
 
 mod account;
 mod client_info;
+mod connect;
+mod cors;
+mod demo;
 pub mod error;
 mod extract;
 pub mod flow;
 mod health;
 mod integrations;
+mod json;
 pub mod limits;
 pub mod openapi;
+mod pages;
 mod problems;
 mod tokens;
 pub mod views;
@@ -45,12 +50,14 @@ pub fn router(state: AppState) -> Router {
 pub fn router_with_sandbox(state: AppState, sandbox: Option<Router>) -> Router {
     let api = Router::new()
         .merge(flow::router())
+        .merge(connect::router())
         .merge(integrations::router())
         .merge(tokens::router())
         .merge(account::router())
         // Every answer here is about one user, and the token endpoints carry raw tokens
         // (RFC 6749 §5.1): nothing may be cached.
-        .layer(SetResponseHeaderLayer::overriding(CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        .layer(SetResponseHeaderLayer::overriding(CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .layer(cors::layer(&state.config));
     let request_timeout = Duration::from_secs(state.config.http.request_timeout_seconds);
     let body_limit = state.config.http.body_limit_bytes;
 
@@ -79,9 +86,15 @@ pub fn router_with_sandbox(state: AppState, sandbox: Option<Router>) -> Router {
         .layer(CatchPanicLayer::custom(problems::panic_response))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout));
 
-    let mut app = Router::new().merge(health::router()).merge(openapi::router()).nest("/api/v1/oauth", api);
-    if let Some(sandbox) = sandbox {
-        app = app.nest_service(crate::oauth::sandbox::PREFIX, sandbox);
+    let mut app = Router::new()
+        .merge(health::router())
+        .merge(openapi::router())
+        .merge(openapi::docs_router())
+        .merge(pages::router())
+        .nest("/api/v1/oauth", api);
+    if let Some(emulators) = sandbox {
+        let sandbox = demo::router().fallback_service(emulators);
+        app = app.nest(crate::oauth::sandbox::PREFIX, sandbox);
     }
     app.fallback(problems::no_route)
         .layer(DefaultBodyLimit::max(body_limit))

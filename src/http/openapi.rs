@@ -2,8 +2,10 @@
 
 use std::sync::OnceLock;
 
+use axum::Router;
 use axum::routing::get;
-use axum::{Json, Router};
+
+use super::json::Json;
 use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -17,6 +19,9 @@ use crate::state::AppState;
     info(title = "oauth-manager", description = "OAuth 2.0 connection manager: connect accounts, store tokens encrypted, hand them to backends."),
     paths(
         super::flow::initiate,
+        super::flow::handoff,
+        super::connect::connect,
+        super::connect::mint_link,
         super::flow::callback,
         super::flow::callback_for_provider,
         super::integrations::list,
@@ -107,6 +112,13 @@ fn declare_problem_answers(document: &mut Value) {
             );
         }
     }
+}
+
+/// `GET /docs`: Swagger UI over `/openapi.json`, its assets compiled into the binary
+/// (utoipa-swagger-ui's `vendored` feature: no CDN, nothing fetched at build or run time).
+pub fn docs_router() -> Router<AppState> {
+    let config = utoipa_swagger_ui::Config::new(["/openapi.json"]).try_it_out_enabled(true);
+    utoipa_swagger_ui::SwaggerUi::new("/docs").config(config).into()
 }
 
 /// `GET /openapi.json`.

@@ -16,11 +16,12 @@ where
     B::Error: Into<axum::BoxError>,
 {
     let status = response.status();
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+    // Bare errors are plain text or empty. Anything else was written on purpose: our problem
+    // JSON, or the sandbox emulators' OAuth error JSON (`invalid_grant` must reach the client
+    // as the provider sent it, RFC 6749 §5.2) and HTML pages.
+    let is_bare =
+        response.headers().get(header::CONTENT_TYPE).is_none_or(|value| value.as_bytes().starts_with(b"text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !is_bare {
         return response.map(Body::new);
     }
     let (parts, body) = response.into_parts();

@@ -1,10 +1,12 @@
 //! The service token endpoints: the hot path of backends asking for a fresh access token.
 
+use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+
+use super::json::Json;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};

@@ -84,6 +84,15 @@ pub enum FlowError {
     StateNotBound,
     #[error("The provider of this authorization is no longer configured.")]
     ProviderGone,
+    /// The authorization link binds the first browser that opens it, and one already did.
+    #[error("This authorization link was already opened. Start again from the app.")]
+    HandoffUsed,
+    #[error("This authorization link has expired. Start again from the app.")]
+    HandoffExpired,
+    /// The link was opened from a page of a site that is neither this service nor the app
+    /// (a forwarded link: RFC 9700 §4.7).
+    #[error("This authorization link was opened from another site. Start again from the app.")]
+    HandoffForeignSite,
     /// RFC 9207 §2.4.
     #[error("The authorization response came from an unexpected issuer.")]
     IssuerMismatch,
@@ -124,6 +133,9 @@ impl FlowError {
             Self::ProviderMismatch => "provider_mismatch",
             Self::StateUserMismatch => "state_user_mismatch",
             Self::StateNotBound => "state_not_bound",
+            Self::HandoffUsed => "handoff_used",
+            Self::HandoffExpired => "handoff_expired",
+            Self::HandoffForeignSite => "handoff_foreign_site",
             Self::IssuerMismatch => "issuer_mismatch",
             Self::IssuerMissing => "issuer_missing",
             Self::AuthorizationDenied { .. } => "authorization_denied",

@@ -26,14 +26,26 @@ use crate::store::{AuditAction, AuditEntry, ClientInfo, ConnectRecord, Integrati
 pub const CONSENT_VERSION: &str = "1.0";
 
 /// What a flow keeps with its state (`oauth_state.state_metadata`).
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct FlowMetadata {
     /// The OpenID Connect nonce the ID token must carry.
+    #[serde(default)]
     nonce: Option<String>,
     /// Where the browser goes after the callback.
+    #[serde(default)]
     return_to: Option<String>,
-    /// SHA-256 hex of the flow cookie's value (RFC 9700 §4.7).
+    /// SHA-256 hex of the flow cookie `/initiate` set (RFC 9700 §4.7).
+    #[serde(default)]
     browser_binding: Option<String>,
+    /// Until when (Unix seconds) the flow's authorization link may bind a browser.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    handoff_until: Option<i64>,
+    /// Whether that link is a connect link (opened from anywhere) rather than `/initiate`'s.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    handoff_link: bool,
+    /// SHA-256 hex of the flow cookie the authorization link set, once a browser opened it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    handoff_binding: Option<String>,
 }
 
 impl FlowMetadata {
@@ -41,8 +53,35 @@ impl FlowMetadata {
     /// others.
     fn of(record: &StateRecord) -> Self {
         let field = |key: &str| record.metadata.get(key).and_then(|value| value.as_str()).map(str::to_owned);
-        Self { nonce: field("nonce"), return_to: field("return_to"), browser_binding: field("browser_binding") }
+        Self {
+            nonce: field("nonce"),
+            return_to: field("return_to"),
+            browser_binding: field("browser_binding"),
+            handoff_until: record.metadata.get("handoff_until").and_then(serde_json::Value::as_i64),
+            handoff_link: record.metadata.get("handoff_link").and_then(serde_json::Value::as_bool).unwrap_or(false),
+            handoff_binding: field("handoff_binding"),
+        }
     }
+
+    /// Whether `presented` (a flow cookie's value) is one this flow bound a browser with.
+    fn binds(&self, presented: &str) -> bool {
+        let presented = sha256_hex(presented.as_bytes());
+        [&self.browser_binding, &self.handoff_binding].into_iter().flatten().any(|expected| *expected == presented)
+    }
+}
+
+/// How the browser that will finish a flow gets bound to it (RFC 9700 §4.7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// The answer to `/initiate` sets the flow cookie, and the authorization URL is the
+    /// provider's: the caller is the browser, on this service's own origin.
+    Cookie,
+    /// The answer still sets the cookie (a client with a cookie jar uses it), but the
+    /// authorization URL first passes through this service, which binds the first browser that
+    /// opens it within `handoff_seconds`, coming from this service's or the app's pages.
+    Handoff,
+    /// A connect link: the first browser that opens it within `lifetime_seconds`, from anywhere.
+    Link { lifetime_seconds: u64 },
 }
 
 /// A validated request to connect an account.
@@ -53,6 +92,7 @@ pub struct Authorization<'a> {
     pub scopes: Vec<Scope>,
     pub redirect_uri: CallbackUrl,
     pub return_to: Option<ReturnTo>,
+    pub binding: Binding,
 }
 
 /// A started flow: where to send the browser, and the value that binds the flow to it.
@@ -64,8 +104,8 @@ pub struct Initiated {
     pub provider: String,
     pub scopes: Vec<String>,
     pub expires_at: DateTime<Utc>,
-    /// The value the browser must bring back to the callback (its hash is stored).
-    pub browser_binding: String,
+    /// The flow cookie's value for the caller's browser (its hash is stored); `None` for a link.
+    pub browser_binding: Option<String>,
     /// Seconds until the state expires.
     pub lifetime_seconds: u64,
 }
@@ -73,7 +113,7 @@ pub struct Initiated {
 /// Starts a flow for `user_id`: records the state and builds the authorization URL.
 #[tracing::instrument(skip_all, fields(user_id, provider = %authorization.provider.name))]
 pub async fn initiate(vault: &Vault, user_id: i32, authorization: Authorization<'_>) -> Result<Initiated, FlowError> {
-    let Authorization { provider, scopes, redirect_uri, return_to } = authorization;
+    let Authorization { provider, scopes, redirect_uri, return_to, binding } = authorization;
     let scopes = with_required(provider, scopes);
     // Each state is a row: one user cannot pile them up.
     let now = Utc::now();
@@ -97,9 +137,26 @@ pub async fn initiate(vault: &Vault, user_id: i32, authorization: Authorization<
         (None, None)
     };
     let nonce = provider.is_oidc().then(|| random_token(16));
-    let browser_binding = random_token(32);
-    let lifetime_seconds = vault.config.flow.state_ttl_seconds;
+    let browser_binding = (!matches!(binding, Binding::Link { .. })).then(|| random_token(32));
+    let flow = &vault.config.flow;
+    let lifetime_seconds = match binding {
+        Binding::Link { lifetime_seconds } => lifetime_seconds,
+        Binding::Cookie | Binding::Handoff => flow.state_ttl_seconds,
+    };
     let expires_at = now + Duration::seconds(lifetime_seconds as i64);
+    let handoff_until = match binding {
+        Binding::Cookie => None,
+        Binding::Handoff => Some(now.timestamp() + flow.handoff_seconds.min(flow.state_ttl_seconds) as i64),
+        Binding::Link { .. } => Some(expires_at.timestamp()),
+    };
+    let metadata = FlowMetadata {
+        nonce: nonce.clone(),
+        return_to: return_to.as_ref().map(|target| target.as_str().to_owned()),
+        browser_binding: browser_binding.as_ref().map(|value| sha256_hex(value.as_bytes())),
+        handoff_until,
+        handoff_link: matches!(binding, Binding::Link { .. }),
+        handoff_binding: None,
+    };
     let record = NewState {
         state_hash,
         user_id,
@@ -108,42 +165,25 @@ pub async fn initiate(vault: &Vault, user_id: i32, authorization: Authorization<
         redirect_uri: redirect_uri.as_str().to_owned(),
         code_verifier,
         code_challenge: code_challenge.clone(),
-        metadata: serde_json::to_value(FlowMetadata {
-            nonce: nonce.clone(),
-            return_to: return_to.as_ref().map(|target| target.as_str().to_owned()),
-            browser_binding: Some(sha256_hex(browser_binding.as_bytes())),
-        })
-        .map_err(anyhow::Error::from)?,
+        metadata: serde_json::to_value(metadata).map_err(anyhow::Error::from)?,
         created_at: now.naive_utc(),
         expires_at: expires_at.naive_utc(),
     };
     vault.store.insert_state(&record).await?;
 
-    let mut url =
-        Url::parse(&provider.authorization_url).map_err(|error| anyhow::anyhow!("authorization_url: {error}"))?;
-    {
-        let credentials = provider.credentials.as_ref().ok_or_else(|| anyhow::anyhow!("checked by the caller"))?;
-        let mut query = url.query_pairs_mut();
-        query.append_pair("response_type", "code");
-        query.append_pair("client_id", &credentials.client_id);
-        query.append_pair("redirect_uri", redirect_uri.as_str());
-        if !scopes.is_empty() {
-            query.append_pair("scope", &scopes.join(&provider.scope_separator));
-        }
-        query.append_pair("state", &state_value);
-        if let Some(challenge) = &code_challenge {
-            query.append_pair("code_challenge", challenge);
-            query.append_pair("code_challenge_method", "S256");
-        }
-        if let Some(nonce) = &nonce {
-            query.append_pair("nonce", nonce);
-        }
-        for (name, value) in &provider.authorization_params {
-            query.append_pair(name, value);
-        }
-    }
+    let authorization_url = match binding {
+        Binding::Cookie => provider_url(
+            provider,
+            redirect_uri.as_str(),
+            &scopes,
+            &state_value,
+            code_challenge.as_deref(),
+            nonce.as_deref(),
+        )?,
+        Binding::Handoff | Binding::Link { .. } => handoff_url(&vault.config, &state_value),
+    };
     Ok(Initiated {
-        authorization_url: url.into(),
+        authorization_url,
         state: state_value,
         provider: provider.name.clone(),
         scopes,
@@ -151,6 +191,106 @@ pub async fn initiate(vault: &Vault, user_id: i32, authorization: Authorization<
         browser_binding,
         lifetime_seconds,
     })
+}
+
+/// The authorization link of a flow that binds the browser opening it: this service's
+/// `GET /handoff/{state}` (the state is in the provider's URL anyway).
+pub fn handoff_url(config: &crate::config::Config, state_value: &str) -> String {
+    format!("{}/api/v1/oauth/handoff/{state_value}", config.public_base_url.as_str().trim_end_matches('/'))
+}
+
+/// The provider's authorization URL (RFC 6749 §4.1.1, RFC 7636 §4.3, OpenID Connect's nonce).
+fn provider_url(
+    provider: &Provider,
+    redirect_uri: &str,
+    scopes: &[String],
+    state_value: &str,
+    code_challenge: Option<&str>,
+    nonce: Option<&str>,
+) -> Result<String, FlowError> {
+    let mut url =
+        Url::parse(&provider.authorization_url).map_err(|error| anyhow::anyhow!("authorization_url: {error}"))?;
+    let credentials =
+        provider.credentials.as_ref().ok_or_else(|| FlowError::ProviderNotConfigured(provider.display_name.clone()))?;
+    {
+        let mut query = url.query_pairs_mut();
+        query.append_pair("response_type", "code");
+        query.append_pair("client_id", &credentials.client_id);
+        query.append_pair("redirect_uri", redirect_uri);
+        if !scopes.is_empty() {
+            query.append_pair("scope", &scopes.join(&provider.scope_separator));
+        }
+        query.append_pair("state", state_value);
+        if let Some(challenge) = code_challenge {
+            query.append_pair("code_challenge", challenge);
+            query.append_pair("code_challenge_method", "S256");
+        }
+        if let Some(nonce) = nonce {
+            query.append_pair("nonce", nonce);
+        }
+        for (name, value) in &provider.authorization_params {
+            query.append_pair(name, value);
+        }
+    }
+    Ok(url.into())
+}
+
+/// Where a browser that opened an authorization link goes next, and its flow cookie.
+#[derive(Debug)]
+pub struct HandedOff {
+    pub provider_url: String,
+    pub browser_binding: String,
+    /// Seconds the flow has left, as the cookie's `Max-Age`.
+    pub lifetime_seconds: u64,
+}
+
+/// A browser opened the authorization link of flow `state_value`: the first one within the
+/// link's time is bound to the flow (its cookie's hash is stored) and sent on to the provider.
+/// `from_app` says whether it came from this service's or the app's pages, or from nowhere (a
+/// typed or pasted address); `/initiate`'s short links refuse other sites, a connect link
+/// (meant for e-mail) does not.
+#[tracing::instrument(skip_all)]
+pub async fn hand_off(vault: &Vault, state_value: &str, from_app: bool) -> Result<HandedOff, FlowError> {
+    let record = vault.store.find_state(&sha256_hex(state_value.as_bytes())).await?.ok_or(FlowError::UnknownState)?;
+    let metadata = FlowMetadata::of(&record);
+    let now = Utc::now();
+    if record.is_used {
+        return Err(FlowError::StateUsed);
+    }
+    let until = metadata.handoff_until.ok_or(FlowError::UnknownState)?;
+    if metadata.handoff_binding.is_some() {
+        return Err(FlowError::HandoffUsed);
+    }
+    if until <= now.timestamp() || record.expires_at <= now.naive_utc() {
+        return Err(FlowError::HandoffExpired);
+    }
+    if !metadata.handoff_link && !from_app {
+        return Err(FlowError::HandoffForeignSite);
+    }
+    let provider = vault.providers.get(&record.provider).ok_or(FlowError::ProviderGone)?;
+    let browser_binding = random_token(32);
+    // A link's flow gets the ordinary time for the provider's pages from now on.
+    let expires_at = if metadata.handoff_link {
+        now + Duration::seconds(vault.config.flow.state_ttl_seconds as i64)
+    } else {
+        DateTime::from_naive_utc_and_offset(record.expires_at, Utc)
+    };
+    let claimed =
+        FlowMetadata { handoff_binding: Some(sha256_hex(browser_binding.as_bytes())), ..FlowMetadata::of(&record) };
+    let claimed = serde_json::to_value(claimed).map_err(anyhow::Error::from)?;
+    if !vault.store.claim_handoff(record.id, &record.metadata, &claimed, expires_at.naive_utc()).await? {
+        return Err(FlowError::HandoffUsed);
+    }
+    let redirect_uri = record.redirect_uri.clone().unwrap_or_else(|| vault.config.callback_url(None));
+    let provider_url = provider_url(
+        provider,
+        &redirect_uri,
+        &record.scopes,
+        state_value,
+        record.code_challenge.as_deref(),
+        metadata.nonce.as_deref(),
+    )?;
+    Ok(HandedOff { provider_url, browser_binding, lifetime_seconds: (expires_at - now).num_seconds().max(1) as u64 })
 }
 
 /// The catalogue's required scopes first, then those asked for, without duplicates.
@@ -308,10 +448,7 @@ fn check_state<'v>(
     }
     // RFC 9700 §4.7: only the browser that started the flow may finish it, or else an attacker
     // could send a victim their own authorization URL and collect the victim's account.
-    let cookie_matches = match (&metadata.browser_binding, &browser.flow_cookie) {
-        (Some(expected), Some(presented)) => sha256_hex(presented.as_bytes()) == *expected,
-        _ => false,
-    };
+    let cookie_matches = browser.flow_cookie.as_deref().is_some_and(|presented| metadata.binds(presented));
     if vault.config.browser_binding && !cookie_matches && browser.user_id != Some(record.user_id) {
         return Err(FlowError::StateNotBound);
     }

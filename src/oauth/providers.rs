@@ -115,6 +115,12 @@ struct ProviderSpec {
     scope_separator: String,
     client_id_env: String,
     client_secret_env: String,
+    /// Other names the same two settings go by (the host application's own, say); the first set
+    /// one wins, `client_id_env` and `client_secret_env` first.
+    #[serde(default)]
+    client_id_env_aliases: Vec<String>,
+    #[serde(default)]
+    client_secret_env_aliases: Vec<String>,
     #[serde(default)]
     credentials_fallback: Option<String>,
     #[serde(default)]
@@ -354,14 +360,17 @@ fn resolve(
 }
 
 fn credentials(spec: &ProviderSpec, lookup: &dyn Fn(&str) -> Option<String>) -> Option<Credentials> {
+    let first_set = |name: &String, aliases: &[String]| std::iter::once(name).chain(aliases).find_map(|n| lookup(n));
     Some(Credentials {
-        client_id: lookup(&spec.client_id_env)?,
-        client_secret: SecretString::from(lookup(&spec.client_secret_env)?),
+        client_id: first_set(&spec.client_id_env, &spec.client_id_env_aliases)?,
+        client_secret: SecretString::from(first_set(&spec.client_secret_env, &spec.client_secret_env_aliases)?),
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     #[test]
@@ -403,6 +412,30 @@ mod tests {
         let providers = Providers::load(None, &lookup).unwrap();
         assert_eq!(providers.get("youtube").unwrap().credentials.as_ref().unwrap().client_id, "gid");
         assert!(providers.get("microsoft").unwrap().authorization_url.contains("/contoso/"));
+    }
+
+    #[test]
+    fn the_host_applications_setting_names_work_as_aliases() {
+        let lookup = |name: &str| match name {
+            "GOOGLE_OAUTH_CLIENT_ID" => Some("host-id".to_owned()),
+            "GOOGLE_OAUTH_CLIENT_SECRET" => Some("host-secret".to_owned()),
+            _ => None,
+        };
+        let providers = Providers::load(None, &lookup).unwrap();
+        for name in ["google", "youtube"] {
+            let credentials = providers.get(name).unwrap().credentials.as_ref().unwrap();
+            assert_eq!(credentials.client_id, "host-id");
+            assert_eq!(credentials.client_secret.expose_secret(), "host-secret");
+        }
+        // The service's own name wins over an alias.
+        let both = |name: &str| match name {
+            "GOOGLE_CLIENT_ID" => Some("own-id".to_owned()),
+            "GOOGLE_OAUTH_CLIENT_ID" => Some("host-id".to_owned()),
+            "GOOGLE_CLIENT_SECRET" | "GOOGLE_OAUTH_CLIENT_SECRET" => Some("secret".to_owned()),
+            _ => None,
+        };
+        let providers = Providers::load(None, &both).unwrap();
+        assert_eq!(providers.get("google").unwrap().credentials.as_ref().unwrap().client_id, "own-id");
     }
 
     #[test]

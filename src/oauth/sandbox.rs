@@ -2,6 +2,8 @@
 //! be tried (and tested, and benchmarked) with no account anywhere. Everything the sandbox
 //! changes is here: when it runs, the emulators it serves, and the providers pointed at them.
 
+use std::path::Path;
+
 use provider_emulators::{EmulatorConfig, Flavor};
 
 use super::providers::{Credentials, Providers};
@@ -49,11 +51,14 @@ pub struct EmulatorBases {
 }
 
 /// The emulators nested under `PREFIX` of the service at `public_base_url`, and their bases.
-pub fn emulators(public_base_url: &str) -> (axum::Router, EmulatorBases) {
+/// Each keeps its grants and tokens in `<data_dir>/sandbox-<google|microsoft|notion>.json`, so
+/// sandbox connections still refresh after a restart.
+pub fn emulators(public_base_url: &str, data_dir: &Path) -> (axum::Router, EmulatorBases) {
     let base = format!("{}{PREFIX}", public_base_url.trim_end_matches('/'));
     let mut router = axum::Router::new();
     for (flavor, path) in [(Flavor::Google, "google"), (Flavor::Microsoft, "microsoft"), (Flavor::Notion, "notion")] {
-        let (emulator, _handle) = provider_emulators::router(emulator_config(flavor), &format!("{base}/{path}"));
+        let config = emulator_config(flavor).with_state_file(data_dir.join(format!("sandbox-{path}.json")));
+        let (emulator, _handle) = provider_emulators::router(config, &format!("{base}/{path}"));
         router = router.nest(&format!("/{path}"), emulator);
     }
     let bases = EmulatorBases {

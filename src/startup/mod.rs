@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 pub use secrets::Secrets;
 
-use crate::auth::JwtVerifier;
+use crate::auth::{DemoUser, JwtVerifier};
 use crate::config::{Config, DatabaseKind};
 use crate::http::limits::RateLimits;
 use crate::oauth::refresh::Refreshes;
@@ -71,6 +71,7 @@ pub async fn build_state(config: Config, providers: Providers, secrets: Secrets)
         config,
         vault,
         jwt: Arc::new(JwtVerifier::new(&secrets.jwt_secret)),
+        demo: Arc::new(DemoUser::new(&secrets.jwt_secret)),
         service_keys: Arc::new(secrets.service_keys),
         roles: Arc::default(),
         limits,
@@ -117,6 +118,15 @@ pub async fn serve(state: AppState, sandbox: Option<axum::Router>) -> anyhow::Re
     let address = SocketAddr::new(state.config.host, state.config.port);
     let listener = TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
     tracing::info!(%address, "oauth-manager listening");
+    let base = state.config.public_base_url.as_str().trim_end_matches('/');
+    if sandbox.is_some() {
+        tracing::info!(
+            "next: open {base}/ in a browser, click \"Sign in as the demo user\" and connect a sandbox account; \
+             the API is described at {base}/docs"
+        );
+    } else {
+        tracing::info!("ready: the API is described at {base}/docs; connected accounts are listed at {base}/");
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let tasks = spawn_background(&state, stopped);
     let vault = state.vault.clone();

@@ -178,6 +178,15 @@ pub trait Store: Send + Sync + 'static {
     /// How many unused states of `user_id` have not expired at `now`, and when the first of them
     /// expires.
     async fn open_states(&self, user_id: i32, now: NaiveDateTime) -> StoreResult<(i64, Option<NaiveDateTime>)>;
+    /// Replaces state `id`'s metadata with `claimed` and its expiry with `expires_at` if it is
+    /// unused and its metadata is still `read`: whether this call won (`flow::hand_off`).
+    async fn claim_handoff(
+        &self,
+        id: i32,
+        read: &serde_json::Value,
+        claimed: &serde_json::Value,
+        expires_at: NaiveDateTime,
+    ) -> StoreResult<bool>;
     /// Marks a state used; `false` when it was already used or has expired (single use).
     async fn consume_state(&self, id: i32, now: NaiveDateTime) -> StoreResult<bool>;
     /// Deletes states that expired before `cutoff`; returns how many.

@@ -170,6 +170,8 @@ pub struct StateRecord {
     pub scopes: Vec<String>,
     pub redirect_uri: Option<String>,
     pub code_verifier: Option<String>,
+    /// The PKCE challenge sent to the provider (rebuilt into the URL of an authorization link).
+    pub code_challenge: Option<String>,
     pub metadata: Value,
     pub expires_at: NaiveDateTime,
     pub is_used: bool,

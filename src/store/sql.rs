@@ -50,9 +50,14 @@ pub const INSERT_STATE: &str =
 
 /// A state by the hash of its value.
 pub const FIND_STATE: &str =
-    "SELECT id, state_token, user_id, provider, scopes, redirect_uri, code_verifier, state_metadata,
-                expires_at, is_used
+    "SELECT id, state_token, user_id, provider, scopes, redirect_uri, code_verifier, code_challenge,
+                state_metadata, expires_at, is_used
              FROM oauth_state WHERE state_token = $1";
+
+/// Binds the browser that opened a flow's authorization link: the state's metadata and expiry
+/// change if the metadata is still the one read (`$4`), so only the first browser gets it.
+pub const CLAIM_HANDOFF: &str = "UPDATE oauth_state SET state_metadata = $2, expires_at = $3
+             WHERE id = $1 AND is_used = false AND state_metadata = $4 RETURNING id";
 
 /// A user's unused, unexpired states: how many, and the first expiry. Only `user_id` may lead
 /// the plan: the `COALESCE`s keep PostgreSQL off the `is_used` and `expires_at` indexes, which a

@@ -345,6 +345,23 @@ where
         Ok(sqlx::query_as(sql::OPEN_STATES).bind(user_id).bind(now).fetch_one(&self.pool).await?)
     }
 
+    async fn claim_handoff(
+        &self,
+        id: i32,
+        read: &serde_json::Value,
+        claimed: &serde_json::Value,
+        expires_at: NaiveDateTime,
+    ) -> StoreResult<bool> {
+        let won: Option<i32> = sqlx::query_scalar(sql::CLAIM_HANDOFF)
+            .bind(id)
+            .bind(JsonDoc(claimed.clone()))
+            .bind(expires_at)
+            .bind(JsonDoc(read.clone()))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(won.is_some())
+    }
+
     async fn consume_state(&self, id: i32, now: NaiveDateTime) -> StoreResult<bool> {
         let spent: Option<i32> =
             sqlx::query_scalar(sql::CONSUME_STATE).bind(id).bind(now).fetch_optional(&self.pool).await?;

@@ -38,6 +38,23 @@ fn a_malformed_key_is_named_and_not_echoed() {
 }
 
 #[test]
+fn demo_credentials_from_another_folder_refuses_instead_of_making_new_secrets() {
+    let elsewhere = std::env::temp_dir().join(format!("oam-elsewhere-{}", oauth_manager::crypto::random_token(6)));
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_oauth-manager"))
+        .arg("demo-credentials")
+        .env_clear()
+        .current_dir(&elsewhere)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("no development secrets in") && stderr.contains("OAUTH_DATA_DIR"), "{stderr}");
+    assert!(!elsewhere.join(".oauth-manager").exists(), "no second data folder was created");
+    std::fs::remove_dir_all(elsewhere).ok();
+}
+
+#[test]
 fn check_config_with_nothing_set_uses_the_embedded_defaults() {
     let output = oauth_manager(&["check-config"], &[]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -125,6 +142,7 @@ async fn serve_with_nothing_set_answers_healthz_and_shuts_down_gracefully() {
     let env =
         [("OAUTH_DATA_DIR".to_owned(), data_dir.display().to_string()), ("RUST_LOG".to_owned(), "info".to_owned())];
     let service = crate::support::ServiceProcess::start_logging_to(&env, Some(&log)).await;
+    let service_port = service.base_url.rsplit(':').next().unwrap().to_owned();
     let health = reqwest::get(format!("{}/healthz", service.base_url)).await.unwrap();
     assert_eq!(health.status(), 200);
     let sandbox = reqwest::get(format!("{}/_sandbox/google/.well-known/openid-configuration", service.base_url)).await;
@@ -141,5 +159,8 @@ async fn serve_with_nothing_set_answers_healthz_and_shuts_down_gracefully() {
     assert!(log.contains("path=/_sandbox"), "a sandbox request is logged:\n{log}");
     assert!(log.contains("path=/no/such/route") && log.contains("status=404"), "an unknown route is logged:\n{log}");
     assert!(log.trim_end().ends_with("shut down"), "the last line is written before exit:\n{log}");
+    let port = service_port;
+    let next_step = format!("next: open http://localhost:{port}/ in a browser");
+    assert!(log.contains(&next_step), "start-up says which page to open:\n{log}");
     std::fs::remove_dir_all(data_dir).ok();
 }

@@ -1,7 +1,9 @@
 //! Integration tests: the real router over loopback HTTP, real PostgreSQL and SQLite, real crypto.
 
 mod auth;
+mod browser;
 mod cli;
+mod fastapi_proxy;
 mod flow;
 mod openapi;
 mod plumbing;

@@ -1,10 +1,14 @@
-//! The OpenAPI document covers the contract's endpoints, and every documented one is routed.
+//! The OpenAPI document covers the contract's endpoints (and the connect endpoints beyond it),
+//! every documented one is routed, and `/docs` renders it from assets in the binary.
 
 use crate::support::{Backend, TestApp};
 
 const CONTRACT: &[(&str, &str)] = &[
     ("get", "/api/v1/oauth/providers"),
     ("post", "/api/v1/oauth/initiate"),
+    ("get", "/api/v1/oauth/handoff/{state}"),
+    ("get", "/api/v1/oauth/connect/{provider}"),
+    ("post", "/api/v1/oauth/connect-links"),
     ("get", "/api/v1/oauth/callback"),
     ("get", "/api/v1/oauth/callback/{provider}"),
     ("get", "/api/v1/oauth/integrations"),
@@ -39,7 +43,11 @@ async fn openapi_documents_exactly_the_contracts_endpoints_and_each_is_routed() 
     assert_eq!(documented, expected);
 
     for (method, path) in CONTRACT {
-        let concrete = path.replace("{provider}", "google").replace("{id}", "1").replace("{user_id}", "1");
+        let concrete = path
+            .replace("{provider}", "google")
+            .replace("{id}", "1")
+            .replace("{user_id}", "1")
+            .replace("{state}", "no-such-state");
         let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let response = app.client.request(method.clone(), app.url(&concrete)).send().await.unwrap();
         let status = response.status().as_u16();
@@ -81,4 +89,22 @@ async fn problem_answers_are_declared_as_problem_json_and_every_secured_operatio
     let response = app.get("/api/v1/oauth/integrations", None).await;
     assert_eq!(response.status(), 401);
     assert_eq!(response.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn the_docs_page_renders_the_served_document_from_the_binary() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    let page = app.get("/docs/", None).await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    assert!(!html.contains("https://"), "no asset from elsewhere (CDN): {html}");
+    // Its script, stylesheet and the initializer pointing at our document, all from here.
+    for asset in ["/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css"] {
+        let response = app.get(asset, None).await;
+        assert_eq!(response.status(), 200, "{asset}");
+        assert!(response.bytes().await.unwrap().len() > 10_000, "{asset} is the real asset");
+    }
+    let initializer = app.get("/docs/swagger-initializer.js", None).await.text().await.unwrap();
+    assert!(initializer.contains("/openapi.json"), "{initializer}");
 }

@@ -180,16 +180,14 @@ impl TestApp {
         settings.public_base_url = format!("http://{address}").parse().unwrap();
         let mut providers = Providers::load(config.providers_toml.as_deref(), &lookup).expect("providers load");
         let emulators = sandbox.then(|| {
-            let (router, bases) = sandbox::emulators(settings.public_base_url.as_str());
+            let (router, bases) = sandbox::emulators(settings.public_base_url.as_str(), &settings.data_dir);
             sandbox::point_at_emulators(&mut providers, &bases);
             router
         });
         let secrets = Secrets::resolve(&settings).expect("test secrets are valid");
         let state = oauth_manager::startup::build_state(settings, providers, secrets).await.expect("app state builds");
-        let mut app = oauth_manager::http::router(state.clone());
-        if let Some(emulators) = emulators {
-            app = app.nest(sandbox::PREFIX, emulators);
-        }
+        // As `serve` mounts them: the emulators and the demo sign-in under `/_sandbox`.
+        let app = oauth_manager::http::router_with_sandbox(state.clone(), emulators);
         let limits = state.config.http.clone();
         tokio::spawn(async move {
             oauth_manager::startup::server::run(listener, app, &limits, std::future::pending()).await.unwrap();

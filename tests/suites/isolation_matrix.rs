@@ -23,7 +23,7 @@ use crate::on_both_backends;
 use crate::support::{Backend, JWT_SECRET, SERVICE_KEY, TestUser, sign};
 
 /// The matrix's size: a change to the endpoints or callers must change this on purpose.
-const EXPECTED_CELLS: usize = 14 * 9;
+const EXPECTED_CELLS: usize = 17 * 9;
 /// An id no integration and no user has.
 const NOBODY: i64 = i32::MAX as i64;
 /// The page of another site, as a browser names it in `Origin`.
@@ -75,6 +75,9 @@ const CALLERS: [Caller; 9] = [
 enum Endpoint {
     Providers,
     Initiate,
+    Handoff,
+    Connect,
+    ConnectLinks,
     Callback,
     CallbackForProvider,
     List,
@@ -89,9 +92,12 @@ enum Endpoint {
     TokenByOwner,
 }
 
-const ENDPOINTS: [Endpoint; 14] = [
+const ENDPOINTS: [Endpoint; 17] = [
     Endpoint::Providers,
     Endpoint::Initiate,
+    Endpoint::Handoff,
+    Endpoint::Connect,
+    Endpoint::ConnectLinks,
     Endpoint::Callback,
     Endpoint::CallbackForProvider,
     Endpoint::List,
@@ -112,6 +118,9 @@ impl Endpoint {
         match self {
             Self::Providers => ("GET", "/providers"),
             Self::Initiate => ("POST", "/initiate"),
+            Self::Handoff => ("GET", "/handoff/{state}"),
+            Self::Connect => ("GET", "/connect/{provider}"),
+            Self::ConnectLinks => ("POST", "/connect-links"),
             Self::Callback => ("GET", "/callback"),
             Self::CallbackForProvider => ("GET", "/callback/{provider}"),
             Self::List => ("GET", "/integrations"),
@@ -138,6 +147,10 @@ impl Endpoint {
 enum Expect {
     /// 200 with a JSON body.
     Ok,
+    /// 201 with a JSON body.
+    Created,
+    /// 303 with a `Location` (the body the probe returns is `{"location": ...}`).
+    Redirect,
     /// Problem JSON with this status and code.
     Problem(u16, &'static str),
 }
@@ -187,6 +200,7 @@ struct Call {
 struct Answer {
     status: u16,
     content_type: Option<String>,
+    location: Option<String>,
     headers: String,
     text: String,
     json: Value,
@@ -198,6 +212,7 @@ impl Answer {
         let status = response.status().as_u16();
         let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let content_type = header("content-type");
+        let location = header("location");
         let headers = response
             .headers()
             .iter()
@@ -206,13 +221,15 @@ impl Answer {
             .join("\n");
         let text = response.text().await.unwrap_or_default();
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Self { status, content_type, headers, text, json }
+        Self { status, content_type, location, headers, text, json }
     }
 
     /// Whether this is the expected answer; why not otherwise.
     fn check(&self, expect: Expect) -> Result<(), String> {
         let fine = match expect {
             Expect::Ok => self.status == 200 && !self.json.is_null(),
+            Expect::Created => self.status == 201 && !self.json.is_null(),
+            Expect::Redirect => self.status == 303 && self.location.is_some(),
             Expect::Problem(status, code) => {
                 self.status == status
                     && self.json["code"] == code
@@ -289,7 +306,13 @@ impl Matrix {
     /// With `exposed`, `OAUTH_EXPOSE_TOKENS_TO_USERS=on`: users may read their own raw tokens.
     async fn set_up(backend: Backend, exposed: bool) -> Self {
         let exposure = if exposed { "on" } else { "off" };
-        let h = Harness::start_with(backend, |config| config.set("OAUTH_EXPOSE_TOKENS_TO_USERS", exposure)).await;
+        // The owner starts more flows in a minute than the per-user rate allows: this suite is
+        // about who sees what, not about rates (tests/api/flow/hardening.rs covers those).
+        let no_rates = crate::support::config_file("[limits]\ninitiate_per_user_per_minute = 0\n");
+        let h = Harness::start_with(backend, |config| {
+            config.set("OAUTH_EXPOSE_TOKENS_TO_USERS", exposure).set("OAUTH_CONFIG_FILE", no_rates)
+        })
+        .await;
         let mut by_provider = BTreeMap::new();
         for provider in ["google", "youtube", "microsoft", "notion"] {
             by_provider.insert(provider, h.connect(provider).await);
@@ -434,7 +457,8 @@ impl Matrix {
         let answer = Answer::read(self.request(caller, &call)).await;
         let target = call.url.trim_start_matches(&self.api(""));
         let cell = format!("{} x {caller:?} ({} {target})", endpoint.name(), call.method);
-        let shows = if expect == Expect::Ok { sees } else { Sees::Nothing };
+        let succeeds = matches!(expect, Expect::Ok | Expect::Created | Expect::Redirect);
+        let shows = if succeeds { sees } else { Sees::Nothing };
         for leak in self.leaks_in(&answer, shows) {
             self.leaks.push(format!("{cell} reveals {leak}: {}\n{}", answer.text, answer.headers));
         }
@@ -453,7 +477,11 @@ impl Matrix {
                 ));
             }
         }
-        (expect == Expect::Ok).then_some(answer.json)
+        match expect {
+            Expect::Redirect => Some(json!({ "location": answer.location })),
+            Expect::Ok | Expect::Created => Some(answer.json),
+            Expect::Problem(..) => None,
+        }
     }
 
     /// What `answer` shows that its caller may not see.
@@ -619,6 +647,64 @@ impl Matrix {
             if let Some(body) = self.probe(cell, call, None, expect, Sees::Nothing).await {
                 let fine = body["provider"] == "google" && body["authorization_url"].is_string();
                 self.require(cell, fine, format!("starts a Google flow: {body}"));
+            }
+            self.owner_untouched(cell, false).await;
+        }
+    }
+
+    /// `GET /connect/{provider}`: a signed-in browser starts a flow for its own user only (a GET
+    /// navigation, so the cross-site cookie starts the owner's own flow, as at the callback).
+    /// `GET /handoff/{state}`: the link of an owner's flow started without a browser; whoever
+    /// opens it first is that browser (the link is the credential), and the answer carries
+    /// nothing of the owner. `POST /connect-links`: backends only.
+    async fn connect_flows(&mut self) {
+        for caller in CALLERS {
+            let cell = (Endpoint::Connect, caller);
+            let starter = match caller {
+                Caller::Owner | Caller::CrossSite => Some(self.h.user.id),
+                Caller::Stranger => Some(self.stranger.id),
+                Caller::Admin => Some(self.admin.id),
+                _ => None,
+            };
+            let expect = if starter.is_some() { Expect::Redirect } else { UNAUTHENTICATED };
+            let call = self.get("/connect/google");
+            if let Some(body) = self.probe(cell, call, None, expect, Sees::Nothing).await {
+                let location = body["location"].as_str().unwrap_or_default().to_owned();
+                let state = url::Url::parse(&location)
+                    .ok()
+                    .and_then(|url| {
+                        url.query_pairs().find(|(key, _)| key == "state").map(|(_, value)| value.into_owned())
+                    })
+                    .unwrap_or_default();
+                let hash = oauth_manager::crypto::sha256_hex(state.as_bytes());
+                let record = self.h.app.state.vault.store.find_state(&hash).await.unwrap();
+                let whose = record.map(|record| record.user_id);
+                self.require(cell, whose == starter, format!("starts a flow of user {starter:?}, not {whose:?}"));
+            }
+            self.owner_untouched(cell, false).await;
+        }
+        for caller in CALLERS {
+            let cell = (Endpoint::Handoff, caller);
+            let flow = json_body(self.h.initiate("google", json!({})).await, 200).await;
+            let call =
+                Call { method: Method::GET, url: flow["authorization_url"].as_str().unwrap().to_owned(), body: None };
+            if let Some(body) = self.probe(cell, call, None, Expect::Redirect, Sees::Nothing).await {
+                let to_google = body["location"].as_str().is_some_and(|url| url.starts_with(&self.h.google.base_url));
+                self.require(cell, to_google, format!("sends the browser on to Google: {body}"));
+            }
+            self.owner_untouched(cell, false).await;
+        }
+        for caller in CALLERS {
+            let cell = (Endpoint::ConnectLinks, caller);
+            let expect = match caller {
+                Caller::Service => Expect::Created,
+                Caller::Owner | Caller::Stranger | Caller::Admin | Caller::CrossSite => FORBIDDEN,
+                _ => UNAUTHENTICATED,
+            };
+            let call = self.post("/connect-links", Some(json!({ "user_id": self.h.user.id, "provider": "google" })));
+            if let Some(body) = self.probe(cell, call, None, expect, Sees::Nothing).await {
+                let link = body["url"].as_str().is_some_and(|url| url.contains("/api/v1/oauth/handoff/"));
+                self.require(cell, link, format!("mints a link: {body}"));
             }
             self.owner_untouched(cell, false).await;
         }
@@ -943,6 +1029,7 @@ async fn no_caller_sees_uses_or_changes_another_users_connections(backend: Backe
     let before = m.counters();
     m.providers().await;
     m.initiate().await;
+    m.connect_flows().await;
     m.list().await;
     m.show().await;
     m.refused_changes().await;

@@ -591,7 +591,12 @@ impl Answer {
                 if let Ok(Value::Object(mut fields)) = serde_json::from_str::<Value>(&body) {
                     fields.insert("state".into(), json!("<the state>"));
                     if let Some(url) = fields.get("authorization_url").and_then(Value::as_str) {
-                        let redacted = with_query_param(url, "state", "<the state>");
+                        // The provider's URL carries the state as a parameter; the authorization
+                        // link through the service (no browser Origin here) in its path.
+                        let redacted = match url.split_once("/handoff/") {
+                            Some((start, _)) => format!("{start}/handoff/<the state>"),
+                            None => with_query_param(url, "state", "<the state>"),
+                        };
                         fields.insert("authorization_url".into(), json!(redacted));
                     }
                     body = Value::Object(fields).to_string();
@@ -701,7 +706,11 @@ impl Driver {
     /// The user decides at the provider's consent page (`approve` or `deny`): the callback URL
     /// the provider sends the browser to. (The provider's answer is not the service's: not kept.)
     async fn consent(&mut self, flow: &Flow, decision: &str) -> String {
-        let url = url::Url::parse(&flow.authorization_url).unwrap();
+        // The authorization link passes through the service first (no Origin: not the browser).
+        let handed_off = self.http.get(&flow.authorization_url).send().await.unwrap();
+        assert_eq!(handed_off.status(), 303, "{}: the authorization link redirects", flow.provider);
+        let provider_url = handed_off.headers()[header::LOCATION].to_str().unwrap().to_owned();
+        let url = url::Url::parse(&provider_url).unwrap();
         let mut form: Vec<(String, String)> =
             url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         form.push(("decision".into(), decision.into()));

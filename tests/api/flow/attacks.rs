@@ -18,7 +18,10 @@ async fn initiate_returns_a_pkce_authorization_url_for_the_provider_callback(bac
     assert_eq!(flow["provider"], "google");
     assert_eq!(sorted_strings(&flow["scopes"]), ["email", "openid", "profile"]);
     assert!(flow["expires_at"].is_string(), "{flow}");
-    let url = flow["authorization_url"].as_str().unwrap();
+    // Called without a browser's Origin: the link passes through the service first.
+    let link = flow["authorization_url"].as_str().unwrap();
+    assert_eq!(link, h.app.url(&format!("{API}/handoff/{}", flow["state"].as_str().unwrap())));
+    let url = &crate::flow::support::provider_url(&h.app.client, link).await;
     assert!(url.starts_with(&format!("{}/authorize?", h.google.base_url)), "{url}");
     let param = |name| query_param(url, name);
     assert_eq!(param("state").as_deref(), flow["state"].as_str());

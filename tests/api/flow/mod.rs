@@ -5,6 +5,7 @@
 
 mod attacks;
 mod bad_input;
+mod browsers;
 mod concurrency;
 mod custom_provider;
 mod google;

@@ -1,5 +1,5 @@
 //! Providers that fail, hang or rotate keys; the background flusher and refresher; Notion's
-//! refresh-on-401; the sandbox loop served from one server.
+//! refresh-on-401; the sandbox loop served from one server, and its grants across a restart.
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 
 use super::support::{API, Harness, json_body, problem};
 use crate::on_both_backends;
-use crate::support::{Backend, SERVICE_KEY, TestApp, TestConfig, config_file, fresh_sqlite_url};
+use crate::support::{
+    Backend, SERVICE_KEY, ServiceProcess, TestApp, TestConfig, config_file, fresh_sqlite_url, user_token,
+};
 
 /// Polls `check` every 100 ms for up to `seconds`; true once it holds.
 async fn eventually<F, Fut>(seconds: u64, mut check: F) -> bool
@@ -185,33 +187,7 @@ async fn the_sandbox_serves_the_whole_loop_from_one_server() {
     let app = TestApp::spawn_sandbox(TestConfig::new(&fresh_sqlite_url()).set("OAUTH_SANDBOX", "on")).await;
     let user = app.user("demo@example.com").await;
     for provider in ["google", "microsoft", "notion", "youtube"] {
-        let initiated = app
-            .client
-            .post(app.url(&format!("{API}/initiate")))
-            .bearer_auth(&user.token)
-            .json(&json!({"provider": provider}))
-            .send()
-            .await
-            .unwrap();
-        let cookie = crate::flow::support::flow_cookie(&initiated).expect("initiate sets the flow cookie");
-        let initiated = json_body(initiated, 200).await;
-        let authorization_url = initiated["authorization_url"].as_str().unwrap();
-        assert!(authorization_url.starts_with(&app.url("/_sandbox/")), "{authorization_url}");
-        let consent_page = app.client.get(authorization_url).send().await.unwrap();
-        assert!(consent_page.text().await.unwrap().contains("Approve"), "a consent page stands in for the provider");
-
-        let url = url::Url::parse(authorization_url).unwrap();
-        let mut form: Vec<(String, String)> =
-            url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-        form.push(("decision".into(), "approve".into()));
-        let mut action = url.clone();
-        action.set_query(None);
-        let approved = app.client.post(action).form(&form).send().await.unwrap();
-        assert_eq!(approved.status(), 303);
-        let callback = approved.headers()["location"].to_str().unwrap().to_owned();
-        let connected = json_body(app.client.get(&callback).header("cookie", cookie).send().await.unwrap(), 200).await;
-        let id = connected["integration_id"].as_i64().unwrap();
-
+        let id = connect_in_sandbox(&app.client, &app.url(""), &user.token, provider).await;
         let token_path = app.url(&format!("{API}/integrations/{id}/token"));
         let token = json_body(app.client.get(&token_path).bearer_auth(SERVICE_KEY).send().await.unwrap(), 200).await;
         assert!(token["access_token"].as_str().is_some_and(|t| !t.is_empty()));
@@ -220,4 +196,81 @@ async fn the_sandbox_serves_the_whole_loop_from_one_server() {
         let delete_path = app.url(&format!("{API}/integrations/{id}"));
         json_body(app.client.delete(&delete_path).bearer_auth(&user.token).send().await.unwrap(), 200).await;
     }
+}
+
+/// Connects `provider` through the sandbox of the service at `base_url` as the holder of `token`:
+/// initiate, approve on the emulator's consent page, land on the callback. The integration id.
+async fn connect_in_sandbox(client: &reqwest::Client, base_url: &str, token: &str, provider: &str) -> i64 {
+    let initiated = client
+        .post(format!("{base_url}{API}/initiate"))
+        .bearer_auth(token)
+        .json(&json!({"provider": provider}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = crate::flow::support::flow_cookie(&initiated).expect("initiate sets the flow cookie");
+    let initiated = json_body(initiated, 200).await;
+    let link = initiated["authorization_url"].as_str().unwrap();
+    let url = url::Url::parse(&crate::flow::support::provider_url(client, link).await).unwrap();
+    assert!(url.path().starts_with("/_sandbox/"), "{url}");
+    let consent_page = client.get(url.clone()).send().await.unwrap();
+    assert!(consent_page.text().await.unwrap().contains("Approve"), "a consent page stands in for the provider");
+    let mut form: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    form.push(("decision".into(), "approve".into()));
+    let mut action = url.clone();
+    action.set_query(None);
+    let approved = client.post(action).form(&form).send().await.unwrap();
+    assert_eq!(approved.status(), 303, "{provider}: the consent form redirects back");
+    let callback = approved.headers()["location"].to_str().unwrap().to_owned();
+    let connected = json_body(client.get(&callback).header("cookie", cookie).send().await.unwrap(), 200).await;
+    assert_eq!(connected["status"], "active", "{provider}: {connected}");
+    connected["integration_id"].as_i64().unwrap()
+}
+
+/// `POST /integrations/{id}/refresh` on the service at `base_url`: its body, once it answered 200.
+async fn refresh_at(client: &reqwest::Client, base_url: &str, token: &str, id: i64) -> Value {
+    let url = format!("{base_url}{API}/integrations/{id}/refresh");
+    json_body(client.post(url).bearer_auth(token).send().await.unwrap(), 200).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_connections_still_refresh_after_the_service_restarts() {
+    let database_url = fresh_sqlite_url();
+    let config = TestConfig::new(&database_url).set("OAUTH_SANDBOX", "on");
+    let data_dir = std::path::PathBuf::from(&config.env["OAUTH_DATA_DIR"]);
+    let env: Vec<(String, String)> = config.env.into_iter().collect();
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+
+    let first = ServiceProcess::start(&env).await;
+    // The user exists in the host application's table, which the service has just migrated.
+    let user_id = {
+        use oauth_manager::store::Store as _;
+        let store = oauth_manager::store::SqliteStore::connect(&database_url, 1).await.unwrap();
+        store.create_user("demo@example.com").await.unwrap()
+    };
+    let token = user_token(user_id, "demo@example.com", &[]);
+    let mut integrations = Vec::new();
+    for provider in ["google", "microsoft", "notion"] {
+        let id = connect_in_sandbox(&client, &first.base_url, &token, provider).await;
+        // Microsoft and Notion rotate the refresh token: the one the service holds at the
+        // restart is not the one it got at the callback.
+        refresh_at(&client, &first.base_url, &token, id).await;
+        integrations.push((provider, id));
+    }
+    assert!(first.terminate().success(), "SIGTERM ends the first process cleanly");
+    for provider in ["google", "microsoft", "notion"] {
+        let file = data_dir.join(format!("sandbox-{provider}.json"));
+        assert!(file.exists(), "{} holds the {provider} emulator's grants", file.display());
+    }
+
+    let second = ServiceProcess::start(&env).await;
+    for (provider, id) in integrations {
+        let refreshed = refresh_at(&client, &second.base_url, &token, id).await;
+        assert_eq!(refreshed["integration"]["status"], "active", "{provider}: {refreshed}");
+        let url = format!("{}{API}/integrations/{id}", second.base_url);
+        let integration = json_body(client.get(url).bearer_auth(&token).send().await.unwrap(), 200).await;
+        assert_eq!(integration["status"], "active", "{provider}: {integration}");
+    }
+    drop(second);
+    std::fs::remove_dir_all(data_dir).ok();
 }

@@ -295,9 +295,24 @@ fn providers_toml(google: &str, microsoft: &str, notion: &str) -> String {
     )
 }
 
+/// The provider's URL behind `authorization_url`: a flow started where its cookie cannot reach
+/// the browser (no `Origin`, as here) gets an authorization link through the service
+/// (`GET /handoff/{state}`), which a browser opens first. That browser's new flow cookie is not
+/// kept: the one `/initiate` set still binds this harness's browser.
+pub async fn provider_url(client: &reqwest::Client, authorization_url: &str) -> String {
+    if !authorization_url.contains("/api/v1/oauth/handoff/") {
+        return authorization_url.to_owned();
+    }
+    let response = client.get(authorization_url).send().await.unwrap();
+    let status = response.status();
+    let location = response.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
+    assert_eq!(status, 303, "the authorization link redirects to the provider: {}", response.text().await.unwrap());
+    location.unwrap()
+}
+
 /// Posts the consent form for `authorization_url` with `extra` fields; the 303's Location.
 async fn consent(client: &reqwest::Client, authorization_url: &str, extra: &[(&str, &str)]) -> String {
-    let url = Url::parse(authorization_url).unwrap();
+    let url = Url::parse(&provider_url(client, authorization_url).await).unwrap();
     let mut form: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
     form.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let mut action = url.clone();
