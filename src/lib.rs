@@ -11,6 +11,7 @@ mod fuzz;
 pub mod http;
 pub mod keys;
 pub mod oauth;
+pub mod prometheus;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -27,8 +27,18 @@ OAUTH_SERVICE_API_KEY = os.environ.get("OAUTH_SERVICE_API_KEY", "")
 
 # What the browser sent that oauth-manager needs: who the user is (Authorization, Cookie: the
 # access_token cookie and the flow cookie), where the request comes from (Origin: oauth-manager's
-# same-origin check), and what the body is and wants.
-FORWARDED_REQUEST_HEADERS = ("authorization", "cookie", "origin", "accept", "content-type", "user-agent")
+# same-origin check; Referer and Sec-Fetch-Site: an authorization link opened from another site's
+# page is refused), and what the body is and wants.
+FORWARDED_REQUEST_HEADERS = (
+    "authorization",
+    "cookie",
+    "origin",
+    "referer",
+    "sec-fetch-site",
+    "accept",
+    "content-type",
+    "user-agent",
+)
 # What oauth-manager answers that the browser needs. Set-Cookie is handled on its own, below.
 RETURNED_RESPONSE_HEADERS = ("content-type", "location", "cache-control", "retry-after")
 

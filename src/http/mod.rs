@@ -13,6 +13,7 @@ mod health;
 mod integrations;
 mod json;
 pub mod limits;
+mod metrics;
 pub mod openapi;
 mod pages;
 mod problems;
@@ -90,6 +91,7 @@ pub fn router_with_sandbox(state: AppState, sandbox: Option<Router>) -> Router {
         .merge(health::router())
         .merge(openapi::router())
         .merge(openapi::docs_router())
+        .merge(metrics::router())
         .merge(pages::router())
         .nest("/api/v1/oauth", api);
     if let Some(emulators) = sandbox {
@@ -99,6 +101,7 @@ pub fn router_with_sandbox(state: AppState, sandbox: Option<Router>) -> Router {
     app.fallback(problems::no_route)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), limits::request_size))
+        .route_layer(axum::middleware::from_fn(metrics::record))
         .layer(middleware)
         .with_state(state)
 }

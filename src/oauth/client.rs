@@ -77,7 +77,7 @@ pub async fn revoke(
 ) -> Result<(), ProviderError> {
     let params = vec![("token", token.expose_secret().to_owned()), ("token_type_hint", hint.to_owned())];
     let request = authenticated(http.post(revocation_url), provider, params, provider.revocation_format)?;
-    let response = request.send().await.map_err(transport)?;
+    let response = send(request, provider, "revoke").await?;
     if response.status().is_success() {
         return Ok(());
     }
@@ -96,11 +96,34 @@ pub async fn fetch_json(
     for (name, value) in &provider.token_request_headers {
         request = request.header(name.as_str(), value.as_str());
     }
-    let response = request.send().await.map_err(transport)?;
+    let response = send(request, provider, "identity").await?;
     if !response.status().is_success() {
         return Err(error_from(response).await);
     }
     json_answer(response, "the answer was not JSON").await
+}
+
+/// Sends a request to `provider`, recording how long it took and how it ended
+/// (`crate::prometheus`).
+async fn send(
+    request: reqwest::RequestBuilder,
+    provider: &Provider,
+    operation: &'static str,
+) -> Result<reqwest::Response, ProviderError> {
+    let started = std::time::Instant::now();
+    let sent = request.send().await;
+    let result = match &sent {
+        Ok(response) if response.status().is_success() => "success",
+        Ok(response) if response.status().is_client_error() => "refused",
+        Ok(_) => "server_error",
+        Err(_) => "unreachable",
+    };
+    let provider_name = provider.name.clone();
+    metrics::histogram!(crate::prometheus::PROVIDER_REQUEST_DURATION, "provider" => provider_name.clone(), "operation" => operation)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!(crate::prometheus::PROVIDER_REQUESTS, "provider" => provider_name, "operation" => operation, "result" => result)
+        .increment(1);
+    sent.map_err(transport)
 }
 
 async fn token_request(
@@ -108,8 +131,10 @@ async fn token_request(
     provider: &Provider,
     params: Vec<(&'static str, String)>,
 ) -> Result<TokenResponse, ProviderError> {
+    let refreshing = params.iter().any(|(name, value)| *name == "grant_type" && value == "refresh_token");
+    let operation = if refreshing { "refresh" } else { "code_exchange" };
     let request = authenticated(http.post(&provider.token_url), provider, params, provider.token_request_format)?;
-    let response = request.send().await.map_err(transport)?;
+    let response = send(request, provider, operation).await?;
     if !response.status().is_success() {
         return Err(error_from(response).await);
     }

@@ -159,7 +159,10 @@ pub async fn refresh(
         Ok::<_, StoreError>(decision)
     })
     .await?;
-    tracing::info!(duration_ms = elapsed_ms(started), outcome = outcome_name(&decision), "refresh");
+    let outcome = outcome_name(&decision);
+    tracing::info!(duration_ms = elapsed_ms(started), outcome, "refresh");
+    metrics::counter!(crate::prometheus::REFRESHES, "provider" => seen.provider.clone(), "outcome" => outcome)
+        .increment(1);
     if decision.is_err() {
         // The failure may belong to a grant the user replaced meanwhile (it was then discarded):
         // the new connection is what the caller wants.

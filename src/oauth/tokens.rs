@@ -83,6 +83,7 @@ pub async fn hand_out(
             |error| anyhow::anyhow!("decrypting the access token of integration {}: {error}", stored.integration_id),
         )?;
     vault.usage.record(&stored);
+    metrics::counter!(crate::prometheus::TOKEN_HANDOUTS, "provider" => stored.provider.clone()).increment(1);
     Ok(HandOut {
         access_token,
         token_type: stored.token_type,

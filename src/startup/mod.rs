@@ -154,8 +154,21 @@ pub fn spawn_background(
     let flusher =
         tokio::spawn(crate::oauth::usage::run_flusher(vault.usage.clone(), vault.store.clone(), stopped.clone()));
     let refresher = tokio::spawn(crate::oauth::refresher::run(vault.clone(), stopped.clone()));
-    let purge = tokio::spawn(purge_expired_states(state.clone(), stopped));
-    vec![flusher, refresher, purge]
+    let purge = tokio::spawn(purge_expired_states(state.clone(), stopped.clone()));
+    let metrics = tokio::spawn(metrics_upkeep(stopped));
+    vec![flusher, refresher, purge, metrics]
+}
+
+/// Folds recorded histogram samples into their buckets every few seconds, so memory stays bounded
+/// however rarely `/metrics` is scraped (the exporter leaves this to its user).
+async fn metrics_upkeep(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let handle = crate::prometheus::handle();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(5)) => handle.run_upkeep(),
+            _ = stopped.changed() => return,
+        }
+    }
 }
 
 /// Purges expired states every `purge_interval_seconds`, once they have been expired for

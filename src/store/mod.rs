@@ -239,6 +239,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_consents(&self, user_id: i32) -> StoreResult<Vec<Consent>>;
     /// Counts of a user's integrations and consents.
     async fn status_counts(&self, user_id: i32) -> StoreResult<StatusCounts>;
+    /// Every user's integrations: (provider, status, count).
+    async fn count_integrations(&self) -> StoreResult<Vec<(String, String, i64)>>;
 
     /// Token rows after `after` holding a value not encrypted under `key_id`, oldest first.
     async fn tokens_not_under(&self, key_id: &str, after: i32, limit: i64) -> StoreResult<Vec<TokenSecrets>>;

@@ -215,6 +215,9 @@ pub const COUNT_INTEGRATIONS: &str = "SELECT provider, status, COUNT(*) FROM oau
              GROUP BY provider, status ORDER BY provider, status";
 
 /// A user's consents, all and revoked.
+/// Every user's integrations, by provider and status (`/metrics`).
+pub const COUNT_ALL_INTEGRATIONS: &str =
+    "SELECT provider, status, COUNT(*) FROM oauth_integrations GROUP BY provider, status ORDER BY provider, status";
 pub const COUNT_CONSENTS: &str = "SELECT COUNT(*), COUNT(CASE WHEN c.is_revoked THEN 1 END)
              FROM oauth_consents c JOIN oauth_integrations i ON i.id = c.integration_id WHERE i.user_id = $1";
 

@@ -551,6 +551,10 @@ where
         Ok(StatusCounts { integrations, total_consents, revoked_consents })
     }
 
+    async fn count_integrations(&self) -> StoreResult<Vec<(String, String, i64)>> {
+        Ok(sqlx::query_as(sql::COUNT_ALL_INTEGRATIONS).fetch_all(&self.pool).await?)
+    }
+
     async fn tokens_not_under(&self, key_id: &str, after: i32, limit: i64) -> StoreResult<Vec<TokenSecrets>> {
         let rows = sqlx::query_as(sql::TOKENS_NOT_UNDER)
             .bind(rules::key_pattern(key_id))

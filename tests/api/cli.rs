@@ -164,3 +164,33 @@ async fn serve_with_nothing_set_answers_healthz_and_shuts_down_gracefully() {
     assert!(log.contains(&next_step), "start-up says which page to open:\n{log}");
     std::fs::remove_dir_all(data_dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_with_the_request_id_on_every_request_line() {
+    let data_dir = std::env::temp_dir().join(format!("oam-json-{}", oauth_manager::crypto::random_token(6)));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let log = data_dir.join("service.log");
+    let env = [
+        ("OAUTH_DATA_DIR".to_owned(), data_dir.display().to_string()),
+        ("LOG_FORMAT".to_owned(), "json".to_owned()),
+        ("RUST_LOG".to_owned(), "info".to_owned()),
+    ];
+    let service = crate::support::ServiceProcess::start_logging_to(&env, Some(&log)).await;
+    let client = reqwest::Client::new();
+    let answer = client.get(format!("{}/api/v1/oauth/integrations", service.base_url)).send().await.unwrap();
+    let request_id = answer.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(service.terminate().success());
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(!log.contains('\u{1b}'), "no colour codes");
+    let lines: Vec<serde_json::Value> =
+        log.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"))).collect();
+    let of_request: Vec<&serde_json::Value> =
+        lines.iter().filter(|line| line.to_string().contains(&request_id)).collect();
+    assert!(!of_request.is_empty(), "the request's lines carry its id {request_id}:\n{log}");
+    for line in &of_request {
+        assert_eq!(line["span"]["request_id"], request_id.as_str(), "{line}");
+    }
+    let answered = of_request.iter().any(|line| line["status"] == 401 || line["status"] == "401");
+    assert!(answered, "the access-log line of the 401 names the request:\n{log}");
+    std::fs::remove_dir_all(data_dir).ok();
+}

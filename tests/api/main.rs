@@ -6,6 +6,7 @@ mod cli;
 mod fastapi_proxy;
 mod flow;
 mod openapi;
+mod operations;
 mod plumbing;
 mod schema;
 mod store;

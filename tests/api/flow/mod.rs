@@ -16,6 +16,6 @@ mod notion;
 mod provider_faults;
 mod resilience;
 mod rotation;
-mod support;
+pub(crate) mod support;
 mod token_cache;
 mod youtube;
