@@ -92,7 +92,11 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(key_index) = bearer(parts).and_then(|token| state.service_keys.find(token)) {
             return Ok(Self::Service(ServiceCaller { key_index }));
         }
-        user_from_parts(parts, state).await.map(Self::User).ok_or(ApiError::Unauthenticated)
+        let (user, by_cookie) = user_and_how(parts, state).await.ok_or(ApiError::Unauthenticated)?;
+        if by_cookie && forged_by_another_site(parts, state) {
+            return Err(ApiError::CrossSite);
+        }
+        Ok(Self::User(user))
     }
 }
 

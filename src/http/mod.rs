@@ -18,6 +18,7 @@ pub mod openapi;
 mod pages;
 mod problems;
 mod tokens;
+mod users;
 pub mod views;
 
 use std::time::Duration;
@@ -55,6 +56,7 @@ pub fn router_with_sandbox(state: AppState, sandbox: Option<Router>) -> Router {
         .merge(integrations::router())
         .merge(tokens::router())
         .merge(account::router())
+        .merge(users::router())
         // Every answer here is about one user, and the token endpoints carry raw tokens
         // (RFC 6749 §5.1): nothing may be cached.
         .layer(SetResponseHeaderLayer::overriding(CACHE_CONTROL, HeaderValue::from_static("no-store")))

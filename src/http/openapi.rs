@@ -35,6 +35,8 @@ use crate::state::AppState;
         super::account::consents,
         super::account::audit,
         super::account::providers,
+        super::users::export,
+        super::users::erase,
         super::health::healthz,
         super::health::readyz,
     ),
@@ -44,6 +46,7 @@ use crate::state::AppState;
         (name = "integrations", description = "The caller's connections"),
         (name = "tokens", description = "Access tokens for backend services"),
         (name = "account", description = "Status, consents, audit log and providers"),
+        (name = "users", description = "Offboarding: export and erase a user's data (administrators and services)"),
         (name = "operations", description = "Health"),
     )
 )]

@@ -10,6 +10,7 @@ mod grant;
 pub mod id_token;
 pub mod identity;
 pub mod input;
+pub mod offboarding;
 mod providers;
 pub mod refresh;
 pub mod refresher;

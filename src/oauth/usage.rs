@@ -61,6 +61,11 @@ impl UsageRecorder {
         entry.last_at = now;
     }
 
+    /// Drops what is pending for `user_id` (an erased user: nothing of theirs may be written).
+    pub fn forget_user(&self, user_id: i32) {
+        self.pending.lock().expect("usage map poisoned").retain(|_, pending| pending.user_id != user_id);
+    }
+
     /// How many (integration, minute) entries wait to be written.
     pub fn pending(&self) -> usize {
         self.pending.lock().expect("usage map poisoned").len()

@@ -44,6 +44,9 @@ pub trait Dialect: Database {
     const LOCK_FOR_CONNECT: &'static str;
     /// Reads an integration's status before a refresh outcome is written, holding its row.
     const LOCK_FOR_REFRESH_OUTCOME: &'static str;
+    /// Reads a user's integrations before an erasure deletes them, holding their rows (in id
+    /// order, as every other writer locks one integration row first).
+    const LOCK_FOR_ERASE: &'static str;
     /// Takes the lock usage writes need on an integration before they touch its token row, so
     /// every writer locks the integration row first (no deadlocks).
     const LOCK_FOR_USAGE: &'static str;

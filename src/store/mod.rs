@@ -239,6 +239,9 @@ pub trait Store: Send + Sync + 'static {
     async fn list_consents(&self, user_id: i32) -> StoreResult<Vec<Consent>>;
     /// Counts of a user's integrations and consents.
     async fn status_counts(&self, user_id: i32) -> StoreResult<StatusCounts>;
+    /// Deletes every row of `user_id` from the `oauth_*` tables in one transaction (the `users`
+    /// row stays: it is the host application's), telling every replica's token cache.
+    async fn erase_user(&self, user_id: i32) -> StoreResult<ErasedRows>;
     /// Every user's integrations: (provider, status, count).
     async fn count_integrations(&self) -> StoreResult<Vec<(String, String, i64)>>;
 

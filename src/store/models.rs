@@ -261,6 +261,18 @@ pub enum ProviderRevocation {
     NothingToRevoke,
 }
 
+impl ProviderRevocation {
+    /// The stable name the API shows.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Revoked => "revoked",
+            Self::NotSupported => "not_supported",
+            Self::Failed(_) => "failed",
+            Self::NothingToRevoke => "nothing_to_revoke",
+        }
+    }
+}
+
 /// Everything a disconnect writes.
 #[derive(Clone, Debug)]
 pub struct RevokeRecord {
@@ -393,4 +405,14 @@ pub struct VerifierSecret {
     /// The state's hash, which the verifier's associated data names.
     pub state_token: String,
     pub code_verifier: String,
+}
+
+/// How many rows an erasure deleted, per table (`Store::erase_user`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ErasedRows {
+    pub integrations: u64,
+    pub tokens: u64,
+    pub consents: u64,
+    pub audit_events: u64,
+    pub states: u64,
 }

@@ -55,6 +55,8 @@ impl Dialect for Postgres {
     type RefreshLocks = Arc<AdvisoryLocks>;
     const LOCK_FOR_REVOKE: &'static str =
         "SELECT user_id, provider, status, scopes FROM oauth_integrations WHERE id = $1 FOR UPDATE";
+    const LOCK_FOR_ERASE: &'static str =
+        "SELECT id, user_id, provider FROM oauth_integrations WHERE user_id = $1 ORDER BY id FOR UPDATE";
     const LOCK_FOR_CONNECT: &'static str =
         "SELECT provider_user_id FROM oauth_integrations WHERE user_id = $1 AND provider = $2 FOR UPDATE";
     const LOCK_FOR_REFRESH_OUTCOME: &'static str =

@@ -262,3 +262,13 @@ pub const REENCRYPT_VERIFIER: &str =
 pub const SECRETS_LIKE: &str = "SELECT (SELECT COUNT(*) FROM oauth_tokens WHERE access_token LIKE $1 ESCAPE '\\')
              + (SELECT COUNT(*) FROM oauth_tokens WHERE refresh_token LIKE $1 ESCAPE '\\')
              + (SELECT COUNT(*) FROM oauth_state WHERE is_used = false AND code_verifier LIKE $1 ESCAPE '\\')";
+
+/// Offboarding (`oauth::offboarding::erase`): a user's rows, children first, in one transaction.
+/// Consents and tokens hang off the user's integrations; audit rows name the user (and may name
+/// an integration of theirs); states name the user. Each returns the ids it deleted, counted.
+pub const ERASE_CONSENTS: &str = "DELETE FROM oauth_consents WHERE integration_id IN (SELECT id FROM oauth_integrations WHERE user_id = $1) RETURNING id";
+pub const ERASE_TOKENS: &str = "DELETE FROM oauth_tokens WHERE integration_id IN (SELECT id FROM oauth_integrations WHERE user_id = $1) RETURNING id";
+pub const ERASE_AUDIT: &str = "DELETE FROM oauth_audit_log WHERE user_id = $1
+             OR integration_id IN (SELECT id FROM oauth_integrations WHERE user_id = $1) RETURNING id";
+pub const ERASE_STATES: &str = "DELETE FROM oauth_state WHERE user_id = $1 RETURNING id";
+pub const ERASE_INTEGRATIONS: &str = "DELETE FROM oauth_integrations WHERE user_id = $1 RETURNING id";

@@ -18,9 +18,10 @@ use super::rows::{
 };
 use super::token_cache::{TokenCache, TokenCacheLimits, TokenCacheState, TokenChange};
 use super::{
-    AuditEntry, AuditEvent, AuditQuery, ConnectRecord, Consent, DatabaseKind, Integration, IntegrationFilter, NewState,
-    RefreshAudit, RefreshStep, RefreshTx, RefreshWrite, RevokeRecord, ScopeEntry, StateRecord, StatusCounts, Store,
-    StoreError, StoreResult, StoredToken, TokenSecrets, UsageDelta, VerifierSecret, rules, sql,
+    AuditEntry, AuditEvent, AuditQuery, ConnectRecord, Consent, DatabaseKind, ErasedRows, Integration,
+    IntegrationFilter, NewState, RefreshAudit, RefreshStep, RefreshTx, RefreshWrite, RevokeRecord, ScopeEntry,
+    StateRecord, StatusCounts, Store, StoreError, StoreResult, StoredToken, TokenSecrets, UsageDelta, VerifierSecret,
+    rules, sql,
 };
 
 /// A Rust type that database `D` both binds and reads.
@@ -549,6 +550,36 @@ where
         let (total_consents, revoked_consents) =
             sqlx::query_as(sql::COUNT_CONSENTS).bind(user_id).fetch_one(&self.pool).await?;
         Ok(StatusCounts { integrations, total_consents, revoked_consents })
+    }
+
+    async fn erase_user(&self, user_id: i32) -> StoreResult<ErasedRows> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        let held: Vec<(i32, i32, String)> = sqlx::query_as(D::LOCK_FOR_ERASE).bind(user_id).fetch_all(&mut *tx).await?;
+        let mut deleted = async |statement: &'static str| -> StoreResult<u64> {
+            let ids: Vec<i32> = sqlx::query_scalar(statement).bind(user_id).fetch_all(&mut *tx).await?;
+            Ok(ids.len() as u64)
+        };
+        let mut erased = ErasedRows {
+            consents: deleted(sql::ERASE_CONSENTS).await?,
+            tokens: deleted(sql::ERASE_TOKENS).await?,
+            audit_events: deleted(sql::ERASE_AUDIT).await?,
+            states: deleted(sql::ERASE_STATES).await?,
+            integrations: 0,
+        };
+        erased.integrations = deleted(sql::ERASE_INTEGRATIONS).await?;
+        let changes: Vec<TokenChange> = held
+            .into_iter()
+            .map(|(integration_id, user_id, provider)| TokenChange { integration_id, user_id, provider })
+            .collect();
+        for change in &changes {
+            D::notify_change(&mut tx, change).await?;
+        }
+        let committed = tx.commit().await;
+        for change in &changes {
+            self.cache.invalidate(change);
+        }
+        committed?;
+        Ok(erased)
     }
 
     async fn count_integrations(&self) -> StoreResult<Vec<(String, String, i64)>> {

@@ -28,6 +28,8 @@ impl Dialect for Sqlite {
     // No row locks: `BEGIN IMMEDIATE` already holds the database's only write lock.
     const LOCK_FOR_REVOKE: &'static str =
         "SELECT user_id, provider, status, scopes FROM oauth_integrations WHERE id = $1";
+    const LOCK_FOR_ERASE: &'static str =
+        "SELECT id, user_id, provider FROM oauth_integrations WHERE user_id = $1 ORDER BY id";
     const LOCK_FOR_CONNECT: &'static str =
         "SELECT provider_user_id FROM oauth_integrations WHERE user_id = $1 AND provider = $2";
     const LOCK_FOR_REFRESH_OUTCOME: &'static str = "SELECT status FROM oauth_integrations WHERE id = $1";

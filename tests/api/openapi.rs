@@ -21,6 +21,8 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/api/v1/oauth/users/{user_id}/integrations/{provider}/token"),
     ("get", "/api/v1/oauth/audit"),
     ("get", "/api/v1/oauth/consents"),
+    ("get", "/api/v1/oauth/users/{user_id}/export"),
+    ("delete", "/api/v1/oauth/users/{user_id}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
 ];

@@ -23,7 +23,7 @@ use crate::on_both_backends;
 use crate::support::{Backend, JWT_SECRET, SERVICE_KEY, TestUser, sign};
 
 /// The matrix's size: a change to the endpoints or callers must change this on purpose.
-const EXPECTED_CELLS: usize = 17 * 9;
+const EXPECTED_CELLS: usize = 19 * 9;
 /// An id no integration and no user has.
 const NOBODY: i64 = i32::MAX as i64;
 /// The page of another site, as a browser names it in `Origin`.
@@ -90,9 +90,11 @@ enum Endpoint {
     Audit,
     TokenById,
     TokenByOwner,
+    ExportUser,
+    EraseUser,
 }
 
-const ENDPOINTS: [Endpoint; 17] = [
+const ENDPOINTS: [Endpoint; 19] = [
     Endpoint::Providers,
     Endpoint::Initiate,
     Endpoint::Handoff,
@@ -110,6 +112,8 @@ const ENDPOINTS: [Endpoint; 17] = [
     Endpoint::Audit,
     Endpoint::TokenById,
     Endpoint::TokenByOwner,
+    Endpoint::ExportUser,
+    Endpoint::EraseUser,
 ];
 
 impl Endpoint {
@@ -133,6 +137,8 @@ impl Endpoint {
             Self::Audit => ("GET", "/audit"),
             Self::TokenById => ("GET", "/integrations/{id}/token"),
             Self::TokenByOwner => ("GET", "/users/{user_id}/integrations/{provider}/token"),
+            Self::ExportUser => ("GET", "/users/{user_id}/export"),
+            Self::EraseUser => ("DELETE", "/users/{user_id}"),
         }
     }
 
@@ -698,13 +704,54 @@ impl Matrix {
             let cell = (Endpoint::ConnectLinks, caller);
             let expect = match caller {
                 Caller::Service => Expect::Created,
-                Caller::Owner | Caller::Stranger | Caller::Admin | Caller::CrossSite => FORBIDDEN,
+                Caller::Owner | Caller::Stranger | Caller::Admin => FORBIDDEN,
+                Caller::CrossSite => CROSS_SITE,
                 _ => UNAUTHENTICATED,
             };
             let call = self.post("/connect-links", Some(json!({ "user_id": self.h.user.id, "provider": "google" })));
             if let Some(body) = self.probe(cell, call, None, expect, Sees::Nothing).await {
                 let link = body["url"].as_str().is_some_and(|url| url.contains("/api/v1/oauth/handoff/"));
                 self.require(cell, link, format!("mints a link: {body}"));
+            }
+            self.owner_untouched(cell, false).await;
+        }
+    }
+
+    /// Offboarding acts on any user: administrators and backends only. An export shows the owner's
+    /// data to them alone; an erasure by anyone else leaves the owner untouched (the permitted
+    /// callers erase a user of their own making, so the matrix keeps its owner).
+    async fn offboarding(&mut self) {
+        let owner = self.owner.user_id;
+        for caller in CALLERS {
+            let cell = (Endpoint::ExportUser, caller);
+            let expect = match caller {
+                Caller::Service | Caller::Admin => Expect::Ok,
+                Caller::Owner | Caller::Stranger | Caller::CrossSite => FORBIDDEN,
+                _ => UNAUTHENTICATED,
+            };
+            let call = self.get(&format!("/users/{owner}/export"));
+            if let Some(body) = self.probe(cell, call, None, expect, Sees::Owner).await {
+                let theirs = body["user_id"] == owner && ids_of(&body["integrations"], "id") == self.owner.integrations;
+                self.require(cell, theirs, format!("exports the owner's integrations: {body}"));
+            }
+            self.owner_untouched(cell, false).await;
+        }
+        for (number, caller) in CALLERS.into_iter().enumerate() {
+            let cell = (Endpoint::EraseUser, caller);
+            let (expect, target) = match caller {
+                Caller::Service | Caller::Admin => {
+                    let spare = self.h.app.user(&format!("spare-{number}@example.com")).await;
+                    (Expect::Ok, i64::from(spare.id))
+                }
+                Caller::Owner | Caller::Stranger => (FORBIDDEN, owner),
+                // A DELETE with the cookie from another site's page is CSRF.
+                Caller::CrossSite => (CROSS_SITE, owner),
+                _ => (UNAUTHENTICATED, owner),
+            };
+            let call = self.delete(&format!("/users/{target}"));
+            if let Some(body) = self.probe(cell, call, None, expect, Sees::Nothing).await {
+                let fine = body["user_id"] == target && body["deleted"]["integrations"] == 0;
+                self.require(cell, fine, format!("erases only the user it names ({target}): {body}"));
             }
             self.owner_untouched(cell, false).await;
         }
@@ -1038,6 +1085,7 @@ async fn no_caller_sees_uses_or_changes_another_users_connections(backend: Backe
     m.consents().await;
     m.audit().await;
     m.tokens().await;
+    m.offboarding().await;
     // Nothing but reads so far: no refresh, no revocation, no new code, the same tokens everywhere.
     let everything: Vec<i64> = m.current_tokens.keys().copied().collect();
     m.same_tokens(&everything, "after the reading cells").await;

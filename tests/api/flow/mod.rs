@@ -13,6 +13,7 @@ mod hardening;
 mod isolation;
 mod microsoft;
 mod notion;
+mod offboarding;
 mod provider_faults;
 mod resilience;
 mod rotation;
