@@ -95,6 +95,27 @@ struct FileSettings {
     refresh: RefreshSettings,
     token_cache: TokenCacheSettings,
     limits: LimitSettings,
+    webhooks: WebhookTiming,
+}
+
+/// How webhooks are delivered and retried (`[webhooks]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookTiming {
+    pub timeout_seconds: u64,
+    pub first_retry_seconds: u64,
+    pub max_retry_seconds: u64,
+    pub max_attempts: u32,
+    pub poll_interval_seconds: u64,
+}
+
+/// Where events are sent (`OAUTH_WEBHOOK_URLS`), and how.
+#[derive(Clone, Debug)]
+pub struct WebhookSettings {
+    pub endpoints: Vec<Url>,
+    /// `OAUTH_WEBHOOK_SECRET`: signs every body (required when there are endpoints).
+    pub secret: Option<SecretString>,
+    pub timing: WebhookTiming,
 }
 
 /// The hand-out cache (`store::token_cache`).
@@ -255,6 +276,7 @@ pub struct Config {
     pub refresh: RefreshSettings,
     pub token_cache: TokenCacheSettings,
     pub limits: LimitSettings,
+    pub webhooks: WebhookSettings,
 }
 
 impl Config {
@@ -290,6 +312,7 @@ impl Config {
         };
         let trusted_proxies =
             env.text("OAUTH_TRUSTED_PROXIES").map(|list| parse_networks(&list)).transpose()?.unwrap_or_default();
+        let webhooks = WebhookSettings::from_env(&env, file.webhooks.clone())?;
         let sandbox = match env.text("OAUTH_SANDBOX").as_deref() {
             None => file.sandbox,
             Some("auto") => SandboxMode::Auto,
@@ -336,6 +359,7 @@ impl Config {
                 ..file.token_cache
             },
             limits: file.limits,
+            webhooks,
         })
     }
 
@@ -456,6 +480,55 @@ fn parse_origins(list: &str) -> Result<Vec<url::Origin>, ConfigError> {
         .collect()
 }
 
+impl WebhookSettings {
+    fn from_env(env: &Env<'_>, timing: WebhookTiming) -> Result<Self, ConfigError> {
+        let endpoints = match env.text("OAUTH_WEBHOOK_URLS") {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|entry| !entry.is_empty())
+                .map(|entry| {
+                    Url::parse(entry)
+                        .ok()
+                        .filter(|url| {
+                            url.scheme() == "https"
+                                || (url.scheme() == "http"
+                                    && matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")))
+                        })
+                        .ok_or_else(|| {
+                            invalid(
+                                "OAUTH_WEBHOOK_URLS",
+                                format!("{entry:?} is not an https URL (http only to localhost)"),
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let secret = env.secret("OAUTH_WEBHOOK_SECRET");
+        use secrecy::ExposeSecret;
+        match &secret {
+            None if !endpoints.is_empty() => {
+                return Err(invalid(
+                    "OAUTH_WEBHOOK_SECRET",
+                    "must be set when OAUTH_WEBHOOK_URLS is (it signs every delivery)",
+                ));
+            }
+            Some(secret) if secret.expose_secret().len() < 32 => {
+                return Err(invalid("OAUTH_WEBHOOK_SECRET", "must be at least 32 characters"));
+            }
+            _ => {}
+        }
+        if timing.max_attempts == 0 || timing.first_retry_seconds == 0 {
+            return Err(invalid(
+                "OAUTH_CONFIG_FILE",
+                "webhooks.max_attempts and webhooks.first_retry_seconds must be positive",
+            ));
+        }
+        Ok(Self { endpoints, secret, timing })
+    }
+}
+
 /// `OAUTH_TRUSTED_PROXIES`: addresses (`10.0.0.5`) or networks (`10.0.0.0/8`), comma-separated.
 fn parse_networks(list: &str) -> Result<Vec<ipnet::IpNet>, ConfigError> {
     list.split(',')
@@ -478,6 +551,21 @@ mod tests {
     fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::load(&|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn webhook_endpoints_need_https_and_a_long_secret() {
+        let secret = ("OAUTH_WEBHOOK_SECRET", "a-webhook-secret-of-at-least-32-characters");
+        let ok =
+            load(&[("OAUTH_WEBHOOK_URLS", "https://hooks.example.com/a, http://localhost:9000/b"), secret]).unwrap();
+        assert_eq!(ok.webhooks.endpoints.len(), 2);
+        let unsigned = load(&[("OAUTH_WEBHOOK_URLS", "https://hooks.example.com/a")]).unwrap_err();
+        assert_eq!(unsigned.setting, "OAUTH_WEBHOOK_SECRET");
+        let short = load(&[("OAUTH_WEBHOOK_URLS", "https://hooks.example.com/a"), ("OAUTH_WEBHOOK_SECRET", "short")]);
+        assert_eq!(short.unwrap_err().setting, "OAUTH_WEBHOOK_SECRET");
+        let plain = load(&[("OAUTH_WEBHOOK_URLS", "http://hooks.example.com/a"), secret]).unwrap_err();
+        assert_eq!(plain.setting, "OAUTH_WEBHOOK_URLS");
+        assert!(load(&[]).unwrap().webhooks.endpoints.is_empty());
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //!   (`oauth::client`);
 //! - `oauth_integrations{provider,status}`: integrations by status, counted in the database at
 //!   each scrape (`http::metrics`);
-//! - `oauth_webhook_deliveries_total{event,result}`: webhook deliveries, once webhooks exist.
+//! - `oauth_webhook_deliveries_total{event,result}`: webhook delivery attempts by outcome
+//!   (`delivered`, `retrying`, `given_up`; `oauth::webhooks`).
 
 use std::sync::OnceLock;
 
@@ -25,6 +26,7 @@ pub const REFRESHES: &str = "oauth_refreshes_total";
 pub const PROVIDER_REQUESTS: &str = "oauth_provider_requests_total";
 pub const PROVIDER_REQUEST_DURATION: &str = "oauth_provider_request_duration_seconds";
 pub const INTEGRATIONS: &str = "oauth_integrations";
+pub const WEBHOOK_DELIVERIES: &str = "oauth_webhook_deliveries_total";
 
 /// Latency buckets, in seconds: from a cached hand-out (well under a millisecond) to a provider
 /// at its timeout.

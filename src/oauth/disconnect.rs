@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 
+use super::webhooks::{Event, Subject};
 use super::{Vault, client, elapsed_ms, run_to_end};
 use crate::crypto::Aad;
 use crate::store::{
@@ -70,7 +71,13 @@ async fn disconnect_now(
         now: Utc::now().naive_utc(),
     };
     let revoked = vault.store.revoke_integration(integration_id, &record).await?;
+    let owner = held.as_ref().map(|held| (held.current().user_id, held.current().provider.clone()));
     drop(held);
+    if revoked && let Some((user_id, provider)) = &owner {
+        let subject =
+            Subject { integration_id, user_id: *user_id, provider, status: "revoked", reason: Some(&record.reason) };
+        vault.webhooks.emit(vault.store.as_ref(), Event::Revoked, subject).await;
+    }
     Ok(Disconnection { integration_id, revocation, already_disconnected: !revoked })
 }
 

@@ -18,9 +18,12 @@ use super::grant::{expires_at_from, split_scopes};
 use super::identity::{self, Account};
 use super::input::{CallbackUrl, ReturnTo, Scope};
 use super::providers::{IdentitySource, Provider};
+use super::webhooks::{Event, Subject};
 use super::{Vault, elapsed_ms, run_to_end};
 use crate::crypto::{Aad, random_token, sha256_hex};
-use crate::store::{AuditAction, AuditEntry, ClientInfo, ConnectRecord, Integration, NewState, StateRecord};
+use crate::store::{
+    AuditAction, AuditEntry, ClientInfo, ConnectRecord, Integration, IntegrationStatus, NewState, StateRecord,
+};
 
 /// Version recorded with every consent row.
 pub const CONSENT_VERSION: &str = "1.0";
@@ -536,8 +539,24 @@ async fn complete(
         duration_ms: elapsed_ms(started),
         now,
     };
+    // Whether this connect mends one that needed re-authorisation (`integration.recovered`).
+    let was_broken = matches!(
+        vault.store.find_token_by_owner(record.user_id, &provider.name).await,
+        Ok(Some(token)) if token.status == IntegrationStatus::Error
+    );
     let integration = vault.store.complete_connect(&connect).await?;
     tracing::info!(integration_id = integration.id, "connected");
+    let subject = Subject {
+        integration_id: integration.id,
+        user_id: integration.user_id,
+        provider: &integration.provider,
+        status: integration.status.as_str(),
+        reason: None,
+    };
+    vault.webhooks.emit(vault.store.as_ref(), Event::Connected, subject.clone()).await;
+    if was_broken {
+        vault.webhooks.emit(vault.store.as_ref(), Event::Recovered, subject).await;
+    }
     Ok(integration)
 }
 

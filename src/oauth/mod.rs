@@ -18,6 +18,7 @@ pub mod sandbox;
 pub mod sync;
 pub mod tokens;
 pub mod usage;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,6 +48,8 @@ pub struct Vault {
     pub refreshes: Arc<Refreshes>,
     /// Token hand-outs waiting for the flusher.
     pub usage: Arc<UsageRecorder>,
+    /// Events for the configured webhook endpoints.
+    pub webhooks: Arc<webhooks::Webhooks>,
 }
 
 impl Vault {

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use super::client::{self, ProviderError};
 use super::grant::{expires_at_from, split_scopes};
 use super::providers::Provider;
+use super::webhooks::{Event, Subject};
 use super::{Vault, elapsed_ms, run_to_end};
 use crate::crypto::{Aad, CipherError};
 use crate::store::{
@@ -149,6 +150,19 @@ pub async fn refresh(
             let _writing = vault.refreshes.writers.acquire().await.expect("the writer semaphore is never closed");
             Box::pin(commit(&vault, refresh, &decided_on, &step, &audit, rotated.is_some())).await?
         };
+        if written == RefreshWrite::Written
+            && let Err(error) = &decision
+            && error.is_dead_grant()
+        {
+            let subject = Subject {
+                integration_id,
+                user_id: decided_on.user_id,
+                provider: &decided_on.provider,
+                status: "error",
+                reason: Some("needs_reauth"),
+            };
+            vault.webhooks.emit(vault.store.as_ref(), Event::RefreshFailed, subject).await;
+        }
         if written == RefreshWrite::DiscardedDisconnected
             && let Some(orphan) = rotated
         {

@@ -65,6 +65,7 @@ pub async fn build_state(config: Config, providers: Providers, secrets: Secrets)
         http,
         jwks: Arc::default(),
         usage: Arc::default(),
+        webhooks: Arc::new(crate::oauth::webhooks::Webhooks::new(&config.webhooks).context("the webhook client")?),
     };
     let limits = Arc::new(RateLimits::new(&config.limits));
     Ok(AppState::new(Shared {
@@ -155,8 +156,9 @@ pub fn spawn_background(
         tokio::spawn(crate::oauth::usage::run_flusher(vault.usage.clone(), vault.store.clone(), stopped.clone()));
     let refresher = tokio::spawn(crate::oauth::refresher::run(vault.clone(), stopped.clone()));
     let purge = tokio::spawn(purge_expired_states(state.clone(), stopped.clone()));
-    let metrics = tokio::spawn(metrics_upkeep(stopped));
-    vec![flusher, refresher, purge, metrics]
+    let metrics = tokio::spawn(metrics_upkeep(stopped.clone()));
+    let webhooks = tokio::spawn(crate::oauth::webhooks::run(vault.webhooks.clone(), vault.store.clone(), stopped));
+    vec![flusher, refresher, purge, metrics, webhooks]
 }
 
 /// Folds recorded histogram samples into their buckets every few seconds, so memory stays bounded

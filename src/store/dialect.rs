@@ -47,6 +47,9 @@ pub trait Dialect: Database {
     /// Reads a user's integrations before an erasure deletes them, holding their rows (in id
     /// order, as every other writer locks one integration row first).
     const LOCK_FOR_ERASE: &'static str;
+    /// Leases due webhook deliveries (`$1` now, `$2` lease end, `$3` how many), rows another
+    /// process is leasing at the same moment skipped where the database can.
+    const CLAIM_WEBHOOKS: &'static str;
     /// Takes the lock usage writes need on an integration before they touch its token row, so
     /// every writer locks the integration row first (no deadlocks).
     const LOCK_FOR_USAGE: &'static str;

@@ -242,6 +242,28 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes every row of `user_id` from the `oauth_*` tables in one transaction (the `users`
     /// row stays: it is the host application's), telling every replica's token cache.
     async fn erase_user(&self, user_id: i32) -> StoreResult<ErasedRows>;
+    /// Queues webhook deliveries, each due at once.
+    async fn enqueue_webhooks(&self, deliveries: &[NewWebhook]) -> StoreResult<()>;
+    /// Up to `limit` deliveries due at `now`, leased to this process until `lease_until` (another
+    /// replica takes one over only if this one has not finished it by then).
+    async fn claim_webhooks(
+        &self,
+        now: NaiveDateTime,
+        lease_until: NaiveDateTime,
+        limit: i64,
+    ) -> StoreResult<Vec<WebhookDelivery>>;
+    /// Delivery `id` succeeded at `now`.
+    async fn webhook_delivered(&self, id: i64, now: NaiveDateTime) -> StoreResult<()>;
+    /// Delivery `id` failed (`attempts` made in all): tried again at `retry_at`, or given up at
+    /// `now` when there is none.
+    async fn webhook_failed(
+        &self,
+        id: i64,
+        attempts: i32,
+        error: &str,
+        retry_at: Option<NaiveDateTime>,
+        now: NaiveDateTime,
+    ) -> StoreResult<()>;
     /// Every user's integrations: (provider, status, count).
     async fn count_integrations(&self) -> StoreResult<Vec<(String, String, i64)>>;
 

@@ -416,3 +416,26 @@ pub struct ErasedRows {
     pub audit_events: u64,
     pub states: u64,
 }
+
+/// An event to deliver to one webhook endpoint (`Store::enqueue_webhooks`).
+#[derive(Clone, Debug)]
+pub struct NewWebhook {
+    pub endpoint: String,
+    pub event_id: String,
+    pub event_type: String,
+    /// The JSON body, exactly as it will be signed and sent.
+    pub payload: String,
+    pub created_at: NaiveDateTime,
+}
+
+/// A due delivery, claimed by this process until its lease ends (`Store::claim_webhooks`).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct WebhookDelivery {
+    pub id: i64,
+    pub endpoint: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub payload: String,
+    /// Attempts made before this one.
+    pub attempts: i32,
+}

@@ -272,3 +272,17 @@ pub const ERASE_AUDIT: &str = "DELETE FROM oauth_audit_log WHERE user_id = $1
              OR integration_id IN (SELECT id FROM oauth_integrations WHERE user_id = $1) RETURNING id";
 pub const ERASE_STATES: &str = "DELETE FROM oauth_state WHERE user_id = $1 RETURNING id";
 pub const ERASE_INTEGRATIONS: &str = "DELETE FROM oauth_integrations WHERE user_id = $1 RETURNING id";
+
+/// The webhook outbox (`oauth::webhooks`): one row per event and endpoint.
+pub const INSERT_WEBHOOK: &str = "INSERT INTO oauth_manager_webhook_outbox
+                (endpoint, event_id, event_type, payload, created_at, next_attempt_at)
+             VALUES ($1, $2, $3, $4, $5, $5)";
+/// A delivery that succeeded.
+pub const WEBHOOK_DELIVERED: &str = "UPDATE oauth_manager_webhook_outbox
+             SET delivered_at = $2, attempts = attempts + 1, last_error = NULL WHERE id = $1";
+/// A delivery that failed and will be tried again at `$4`.
+pub const WEBHOOK_RETRY: &str = "UPDATE oauth_manager_webhook_outbox
+             SET attempts = $2, last_error = $3, next_attempt_at = $4 WHERE id = $1";
+/// A delivery given up after its last attempt.
+pub const WEBHOOK_GIVE_UP: &str = "UPDATE oauth_manager_webhook_outbox
+             SET attempts = $2, last_error = $3, failed_at = $4 WHERE id = $1";

@@ -19,9 +19,9 @@ use super::rows::{
 use super::token_cache::{TokenCache, TokenCacheLimits, TokenCacheState, TokenChange};
 use super::{
     AuditEntry, AuditEvent, AuditQuery, ConnectRecord, Consent, DatabaseKind, ErasedRows, Integration,
-    IntegrationFilter, NewState, RefreshAudit, RefreshStep, RefreshTx, RefreshWrite, RevokeRecord, ScopeEntry,
-    StateRecord, StatusCounts, Store, StoreError, StoreResult, StoredToken, TokenSecrets, UsageDelta, VerifierSecret,
-    rules, sql,
+    IntegrationFilter, NewState, NewWebhook, RefreshAudit, RefreshStep, RefreshTx, RefreshWrite, RevokeRecord,
+    ScopeEntry, StateRecord, StatusCounts, Store, StoreError, StoreResult, StoredToken, TokenSecrets, UsageDelta,
+    VerifierSecret, WebhookDelivery, rules, sql,
 };
 
 /// A Rust type that database `D` both binds and reads.
@@ -580,6 +580,56 @@ where
         }
         committed?;
         Ok(erased)
+    }
+
+    async fn enqueue_webhooks(&self, deliveries: &[NewWebhook]) -> StoreResult<()> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        for delivery in deliveries {
+            sqlx::query(sql::INSERT_WEBHOOK)
+                .bind(&delivery.endpoint)
+                .bind(&delivery.event_id)
+                .bind(&delivery.event_type)
+                .bind(&delivery.payload)
+                .bind(delivery.created_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim_webhooks(
+        &self,
+        now: NaiveDateTime,
+        lease_until: NaiveDateTime,
+        limit: i64,
+    ) -> StoreResult<Vec<WebhookDelivery>> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        let claimed: Vec<WebhookDelivery> =
+            sqlx::query_as(D::CLAIM_WEBHOOKS).bind(now).bind(lease_until).bind(limit).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn webhook_delivered(&self, id: i64, now: NaiveDateTime) -> StoreResult<()> {
+        sqlx::query(sql::WEBHOOK_DELIVERED).bind(id).bind(now).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn webhook_failed(
+        &self,
+        id: i64,
+        attempts: i32,
+        error: &str,
+        retry_at: Option<NaiveDateTime>,
+        now: NaiveDateTime,
+    ) -> StoreResult<()> {
+        let (statement, at) = match retry_at {
+            Some(at) => (sql::WEBHOOK_RETRY, at),
+            None => (sql::WEBHOOK_GIVE_UP, now),
+        };
+        sqlx::query(statement).bind(id).bind(attempts).bind(error.to_owned()).bind(at).execute(&self.pool).await?;
+        Ok(())
     }
 
     async fn count_integrations(&self) -> StoreResult<Vec<(String, String, i64)>> {

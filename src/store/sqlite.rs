@@ -28,6 +28,12 @@ impl Dialect for Sqlite {
     // No row locks: `BEGIN IMMEDIATE` already holds the database's only write lock.
     const LOCK_FOR_REVOKE: &'static str =
         "SELECT user_id, provider, status, scopes FROM oauth_integrations WHERE id = $1";
+    // One process owns the file, and the write transaction serialises claims anyway.
+    const CLAIM_WEBHOOKS: &'static str = "UPDATE oauth_manager_webhook_outbox SET next_attempt_at = $2
+             WHERE id IN (SELECT id FROM oauth_manager_webhook_outbox
+                          WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1
+                          ORDER BY next_attempt_at, id LIMIT $3)
+             RETURNING id, endpoint, event_id, event_type, payload, attempts";
     const LOCK_FOR_ERASE: &'static str =
         "SELECT id, user_id, provider FROM oauth_integrations WHERE user_id = $1 ORDER BY id";
     const LOCK_FOR_CONNECT: &'static str =

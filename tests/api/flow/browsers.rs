@@ -87,7 +87,8 @@ async fn the_services_own_pages_get_the_providers_url_and_others_a_link_that_bin
 }
 
 async fn a_link_opened_from_another_site_or_too_late_is_refused(backend: Backend) {
-    let settings = config_file("[flow]\nhandoff_seconds = 1\n");
+    // Long enough for the first part on a loaded machine, short enough to wait out.
+    let settings = config_file("[flow]\nhandoff_seconds = 4\n");
     let h = Harness::start_with(backend, |config| config.set("OAUTH_CONFIG_FILE", settings)).await;
     let flow = json_body(initiate_from(&h, Some(APP), json!({})).await, 200).await;
     let link = flow["authorization_url"].as_str().unwrap();
@@ -99,7 +100,7 @@ async fn a_link_opened_from_another_site_or_too_late_is_refused(backend: Backend
     assert!(provider_url.starts_with(&h.google.base_url));
 
     let late = json_body(initiate_from(&h, Some(APP), json!({})).await, 200).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     problem(open(&h, late["authorization_url"].as_str().unwrap(), &[]).await, 400, "handoff_expired").await;
 }
 

@@ -19,4 +19,5 @@ mod resilience;
 mod rotation;
 pub(crate) mod support;
 mod token_cache;
+mod webhooks;
 mod youtube;
