@@ -46,6 +46,9 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         batch_size: i64,
     },
+    /// Ask the service on this machine whether it is ready (`GET /readyz` on 127.0.0.1:$PORT):
+    /// exit 0 if so, 1 otherwise. For container health checks, where no curl is installed.
+    Healthcheck,
     /// Check that a key may leave OAUTH_ENCRYPTION_KEY: refused while stored secrets still use it.
     RetireKey {
         /// The key's id (the part before `:` in OAUTH_ENCRYPTION_KEY).
@@ -220,6 +223,14 @@ async fn check_config(loaded: &Loaded) -> anyhow::Result<()> {
     let key_ids: Vec<&str> = secrets.keys.key_ids().collect();
     println!("  encryption keys: {} (primary {})", key_ids.join(", "), secrets.keys.primary_key_id());
     println!("  service API keys: {}", secrets.service_keys.len());
+    match config.webhooks.endpoints.len() {
+        0 => println!("  webhooks: none (OAUTH_WEBHOOK_URLS)"),
+        // Only the hosts: an endpoint's path or query may carry a receiver's token.
+        n => println!(
+            "  webhooks: {n} endpoint(s), signed: {}",
+            config.webhooks.endpoints.iter().filter_map(|url| url.host_str()).collect::<Vec<_>>().join(", ")
+        ),
+    }
     if problems.is_empty() {
         println!("configuration OK");
         return Ok(());
@@ -252,8 +263,30 @@ fn check_demo_folder() -> Result<(), String> {
     ))
 }
 
+/// `healthcheck`: needs no secret and no database, only the port the service listens on.
+fn healthcheck() -> ExitCode {
+    let port = env_lookup("PORT").unwrap_or_else(|| "8000".to_owned());
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    let ready = runtime.block_on(async {
+        let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build()?;
+        client.get(&url).send().await?.error_for_status()?;
+        Ok::<_, reqwest::Error>(())
+    });
+    match ready {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("oauth-manager: {url} is not ready: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Healthcheck)) {
+        return healthcheck();
+    }
     if matches!(cli.command, Some(Command::DemoCredentials))
         && let Err(problem) = check_demo_folder()
     {
@@ -277,6 +310,7 @@ fn main() -> ExitCode {
             Command::DemoCredentials => demo_credentials(loaded).await,
             Command::RotateKeys { batch_size } => rotate_keys(loaded, batch_size).await,
             Command::RetireKey { key_id } => retire_key(loaded, &key_id).await,
+            Command::Healthcheck => unreachable!("answered before the configuration is loaded"),
         }
     });
     let code = match result {

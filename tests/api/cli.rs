@@ -194,3 +194,23 @@ async fn json_logs_are_one_object_per_line_with_the_request_id_on_every_request_
     assert!(answered, "the access-log line of the 401 names the request:\n{log}");
     std::fs::remove_dir_all(data_dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_zero_only_when_the_service_is_ready() {
+    let data_dir = std::env::temp_dir().join(format!("oam-health-{}", oauth_manager::crypto::random_token(6)));
+    let env = [("OAUTH_DATA_DIR".to_owned(), data_dir.display().to_string())];
+    let service = crate::support::ServiceProcess::start(&env).await;
+    let port = service.base_url.rsplit(':').next().unwrap().to_owned();
+    let check = |port: String| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_oauth-manager")).arg("healthcheck").env_clear().env("PORT", port).output()
+        })
+    };
+    let ready = check(port.clone()).await.unwrap().unwrap();
+    assert!(ready.status.success(), "{}", String::from_utf8_lossy(&ready.stderr));
+    assert!(service.terminate().success());
+    let gone = check(port).await.unwrap().unwrap();
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("is not ready"));
+    std::fs::remove_dir_all(data_dir).ok();
+}
