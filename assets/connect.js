@@ -57,7 +57,9 @@ function reportReturn() {
     returnedFrom = query.get("provider");
     notice(`Connected ${returnedFrom}.`, "success");
   } else {
-    notice(`The connection failed: ${query.get("error")}.`, "error");
+    // Only a code's shape is shown: the query is anyone's to write.
+    const code = query.get("error") || "";
+    notice(/^[a-z_]{1,40}$/.test(code) ? `The connection failed: ${code}.` : "The connection failed.", "error");
   }
   history.replaceState(null, "", location.pathname);
 }

@@ -51,6 +51,22 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
+/// A request method as a label: the methods the API answers, anything else `other` (hyper
+/// accepts any token as a method; each would be a new series).
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// `route` as a label: the matched route's template, never the raw path (ids and states stay
 /// out, and the label set stays small).
 pub fn route_label(matched: Option<&str>) -> String {

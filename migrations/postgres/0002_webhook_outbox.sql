@@ -1,8 +1,11 @@
--- The webhook outbox: oauth-manager's own table (the host application's six oauth_* tables stay
--- exactly as they are). One row per event and endpoint, kept until delivered or given up.
-CREATE TABLE IF NOT EXISTS oauth_manager_webhook_outbox (
+-- The webhook outbox: oauth-manager's own table, named oam_* as its own tables are (the host
+-- application's six oauth_* tables stay exactly as they are). One row per event and endpoint;
+-- delivered and given-up rows are purged after a week. user_id names whom the event is about, so
+-- an erasure can remove what was already sent (no foreign key: the users row may go first).
+CREATE TABLE IF NOT EXISTS oam_webhook_outbox (
     id              BIGSERIAL PRIMARY KEY,
     endpoint        TEXT NOT NULL,
+    user_id         INTEGER NOT NULL,
     event_id        TEXT NOT NULL,
     event_type      TEXT NOT NULL,
     payload         TEXT NOT NULL,
@@ -13,5 +16,6 @@ CREATE TABLE IF NOT EXISTS oauth_manager_webhook_outbox (
     delivered_at    TIMESTAMP,
     failed_at       TIMESTAMP
 );
-CREATE INDEX IF NOT EXISTS idx_oauth_manager_webhook_outbox_due
-    ON oauth_manager_webhook_outbox (next_attempt_at) WHERE delivered_at IS NULL AND failed_at IS NULL;
+CREATE INDEX IF NOT EXISTS idx_oam_webhook_outbox_user_id ON oam_webhook_outbox (user_id);
+CREATE INDEX IF NOT EXISTS idx_oam_webhook_outbox_due
+    ON oam_webhook_outbox (next_attempt_at) WHERE delivered_at IS NULL AND failed_at IS NULL;

@@ -56,7 +56,9 @@ fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -
         .collect::<Vec<_>>();
     let mut client = peer;
     for entry in forwarded.into_iter().rev() {
-        let Ok(address) = entry.parse::<IpAddr>() else { break };
+        // Some load balancers add the client's port (`1.2.3.4:5678`, `[2001:db8::1]:443`).
+        let parsed = entry.parse::<IpAddr>().or_else(|_| entry.parse::<std::net::SocketAddr>().map(|a| a.ip()));
+        let Ok(address) = parsed else { break };
         client = address.to_canonical();
         if !is_trusted(&client) {
             break;
@@ -89,6 +91,9 @@ mod tests {
         // A proxy that sent nothing, or garbage: the proxy (or the last good address).
         assert_eq!(client_address(ip("10.0.0.5"), &headers(&[]), &proxies), ip("10.0.0.5"));
         assert_eq!(client_address(ip("10.0.0.5"), &headers(&["203.0.113.7, junk"]), &proxies), ip("10.0.0.5"));
+        // With ports, as some load balancers write them.
+        let ported = headers(&["203.0.113.7:5678, [2001:db8::1]:443"]);
+        assert_eq!(client_address(ip("10.0.0.5"), &ported, &proxies), ip("2001:db8::1"));
         // No proxies configured: never believed.
         assert_eq!(client_address(ip("127.0.0.1"), &headers(&["203.0.113.7"]), &[]), ip("127.0.0.1"));
     }

@@ -15,11 +15,11 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::MaybeUser;
-use super::flow::{InitiateRequest, flow_cookie, start};
+use super::flow::{InitiateRequest, came_from, flow_cookie, referred_by_app, start};
 use super::json::Json;
 use super::{RequestClient, pages};
 use crate::auth::Caller;
-use crate::oauth::flow::Binding;
+use crate::oauth::flow::{Binding, CameFrom};
 use crate::state::AppState;
 
 /// `GET /connect/{provider}`, `POST /connect-links`.
@@ -51,6 +51,11 @@ pub(super) async fn connect(
 ) -> Response {
     let outcome = async {
         let user = user.ok_or(ApiError::Unauthenticated)?;
+        // Another site's page may not start flows in a signed-in browser (it would choose the
+        // scopes the user is asked for); the app's pages may, also from another site.
+        if came_from(&headers, &state.config) == CameFrom::OtherSite && !referred_by_app(&headers, &state.config) {
+            return Err(ApiError::CrossSite);
+        }
         state.limits.initiate(user.user_id, client.ip_address)?;
         let scopes = query.scopes.map(|list| {
             list.split([' ', ',']).filter(|scope| !scope.is_empty()).map(str::to_owned).collect::<Vec<_>>()

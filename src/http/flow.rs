@@ -20,7 +20,9 @@ use crate::auth::UserCaller;
 use crate::config::Config;
 use crate::crypto::sha256_hex;
 use crate::oauth::FlowError;
-use crate::oauth::flow::{self, Authorization, AuthorizationResponse, Binding, Browser, CallbackFailure};
+use crate::oauth::flow::{
+    self, Authorization, AuthorizationResponse, Binding, Browser, CallbackFailure, CameFrom, Opener,
+};
 use crate::oauth::input::{CallbackUrl, ProviderName, ReturnTo, Scope};
 use crate::state::AppState;
 use crate::store::ClientInfo;
@@ -68,19 +70,21 @@ pub struct CallbackQuery {
     pub error_description: Option<String>,
 }
 
-/// Whether the flow cookie can carry the `__Host-` prefix (RFC 6265bis §4.1.3.2): only over https
-/// and at the host's root, where `Secure`, `Path=/` and no `Domain` pin it to this host alone.
+/// Whether the flow cookie carries the `__Host-` prefix (RFC 6265bis §4.1.3.2): always over
+/// https (with `Secure`, `Path=/` and no `Domain`, which pin it to this host alone), even when
+/// `PUBLIC_BASE_URL` has a path, so a sibling subdomain cannot plant one of its own.
 fn host_prefixed(config: &Config) -> bool {
-    config.public_base_url.scheme() == "https" && config.public_base_url.path().trim_end_matches('/').is_empty()
+    config.public_base_url.scheme() == "https"
 }
 
-/// Path the flow cookie is sent to: both callback routes and nothing else, under whatever path
-/// `PUBLIC_BASE_URL` itself has (a service behind a proxy at `/oam`); `/` for a `__Host-` cookie.
+/// Path the flow cookie is sent to: the API (the authorization link and both callback routes
+/// are under it), under whatever path `PUBLIC_BASE_URL` itself has (a service behind a proxy at
+/// `/oam`); `/` for a `__Host-` cookie.
 pub fn flow_cookie_path(config: &Config) -> String {
     if host_prefixed(config) {
         return "/".to_owned();
     }
-    format!("{}/api/v1/oauth/callback", config.public_base_url.path().trim_end_matches('/'))
+    format!("{}/api/v1/oauth", config.public_base_url.path().trim_end_matches('/'))
 }
 
 /// The flow cookie's name for a state: one per flow, so parallel flows in one browser coexist.
@@ -163,16 +167,31 @@ fn from_own_page(headers: &HeaderMap, config: &Config) -> bool {
     }
 }
 
-/// Whether a browser that opened an authorization link came from this service's or the app's
-/// pages, or from no page at all (typed or pasted), rather than from another site's page: the
-/// `Referer` when it has one (the default referrer policy sends the origin), else
-/// `Sec-Fetch-Site`.
-fn opened_from_app(headers: &HeaderMap, config: &Config) -> bool {
-    if let Some(referer) = headers.get(REFERER).and_then(|value| value.to_str().ok()).and_then(|r| Url::parse(r).ok()) {
-        let origin = referer.origin();
-        return origin == config.public_base_url.origin() || config.allowed_return_origins.contains(&origin);
+/// Where the page that opened an authorization link was. `Sec-Fetch-Site` decides where the
+/// browser sends it: a cross-site navigation (also one redirected through another site) is
+/// another site's, whatever its `Referer`; a same-site one is the app's unless its `Referer`
+/// names another origin; `none` is no page at all. Without fetch metadata (older browsers,
+/// curl) the `Referer` alone tells, and its absence means no page.
+pub(super) fn came_from(headers: &HeaderMap, config: &Config) -> CameFrom {
+    let has_referer = headers.contains_key(REFERER);
+    let from_app = referred_by_app(headers, config);
+    match headers.get("sec-fetch-site").and_then(|value| value.to_str().ok()) {
+        Some("same-origin" | "same-site") if has_referer && !from_app => CameFrom::OtherSite,
+        Some("same-origin" | "same-site") => CameFrom::App,
+        Some("none") => CameFrom::Nowhere,
+        Some(_) => CameFrom::OtherSite,
+        None if from_app => CameFrom::App,
+        None if has_referer => CameFrom::OtherSite,
+        None => CameFrom::Nowhere,
     }
-    headers.get("sec-fetch-site").is_none_or(|site| site != "cross-site")
+}
+
+/// Whether the `Referer` names this service's or the app's origin.
+pub(super) fn referred_by_app(headers: &HeaderMap, config: &Config) -> bool {
+    headers.get(REFERER).and_then(|value| value.to_str().ok()).and_then(|r| Url::parse(r).ok()).is_some_and(|url| {
+        let origin = url.origin();
+        origin == config.public_base_url.origin() || config.allowed_return_origins.contains(&origin)
+    })
 }
 
 /// The `Set-Cookie` value of flow `state_value`'s cookie.
@@ -192,6 +211,7 @@ pub(super) fn flow_cookie(config: &Config, state_value: &str, value: &str, max_a
     responses((status = 303, description = "On to the provider, with the flow cookie"), (status = 400, description = "handoff_used, handoff_expired, handoff_foreign_site, state_used or invalid_state", body = Problem)))]
 pub(super) async fn handoff(
     State(state): State<AppState>,
+    MaybeUser(user): MaybeUser,
     RequestClient(client): RequestClient,
     headers: HeaderMap,
     Path(state_value): Path<String>,
@@ -199,7 +219,13 @@ pub(super) async fn handoff(
     if let Err(refused) = state.limits.callback(client.ip_address) {
         return refused.into_response();
     }
-    match flow::hand_off(&state.vault, &state_value, opened_from_app(&headers, &state.config)).await {
+    let cookie_name = flow_cookie_name(&state.config, &state_value);
+    let opener = Opener {
+        came_from: came_from(&headers, &state.config),
+        flow_cookie: cookie(&headers, &cookie_name),
+        user_id: user.map(|user| user.user_id),
+    };
+    match flow::hand_off(&state.vault, &state_value, opener).await {
         Ok(handed_off) => {
             let cookie =
                 flow_cookie(&state.config, &state_value, &handed_off.browser_binding, handed_off.lifetime_seconds);

@@ -97,8 +97,14 @@ pub fn router_with_sandbox(state: AppState, sandbox: Option<Router>) -> Router {
         .merge(pages::router())
         .nest("/api/v1/oauth", api);
     if let Some(emulators) = sandbox {
-        let sandbox = demo::router().fallback_service(emulators);
-        app = app.nest(crate::oauth::sandbox::PREFIX, sandbox);
+        // The demo sign-in signs anyone in with the JWT secret: only with the embedded SQLite
+        // database, never beside a host application's PostgreSQL (a staging setup that forces
+        // sandbox mode on with the host's real secret).
+        let sign_in = match state.config.database.kind {
+            crate::config::DatabaseKind::Sqlite => demo::router(),
+            crate::config::DatabaseKind::Postgres => Router::new(),
+        };
+        app = app.nest(crate::oauth::sandbox::PREFIX, sign_in.fallback_service(emulators));
     }
     app.fallback(problems::no_route)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -121,7 +121,12 @@ fn declare_problem_answers(document: &mut Value) {
 /// (utoipa-swagger-ui's `vendored` feature: no CDN, nothing fetched at build or run time).
 pub fn docs_router() -> Router<AppState> {
     let config = utoipa_swagger_ui::Config::new(["/openapi.json"]).try_it_out_enabled(true);
-    utoipa_swagger_ui::SwaggerUi::new("/docs").config(config).into()
+    let router: Router<AppState> = utoipa_swagger_ui::SwaggerUi::new("/docs").config(config).into();
+    // Never framed (its "try it out" sends requests with what the page holds).
+    router.layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
+        axum::http::header::CONTENT_SECURITY_POLICY,
+        axum::http::HeaderValue::from_static("frame-ancestors 'none'"),
+    ))
 }
 
 /// `GET /openapi.json`.

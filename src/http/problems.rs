@@ -71,7 +71,7 @@ pub fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response<Body> 
 
 /// Answer of unknown routes (counted here: `metrics::record` sees only routes).
 pub async fn no_route(method: axum::http::Method) -> Response {
-    metrics::counter!(crate::prometheus::HTTP_REQUESTS, "method" => method.as_str().to_owned(), "route" => "unmatched", "status" => "404")
+    metrics::counter!(crate::prometheus::HTTP_REQUESTS, "method" => crate::prometheus::method_label(&method), "route" => "unmatched", "status" => "404")
         .increment(1);
     Problem::new(StatusCode::NOT_FOUND, "not_found", "No such endpoint.").into_response()
 }

@@ -89,9 +89,9 @@ pub enum FlowError {
     HandoffUsed,
     #[error("This authorization link has expired. Start again from the app.")]
     HandoffExpired,
-    /// The link was opened from a page of a site that is neither this service nor the app
-    /// (a forwarded link: RFC 9700 §4.7).
-    #[error("This authorization link was opened from another site. Start again from the app.")]
+    /// The link was opened from another site's page, or from no page by a browser with nothing
+    /// of the flow's (a forwarded link: RFC 9700 §4.7).
+    #[error("This authorization link was not opened from the app. Start again from the app.")]
     HandoffForeignSite,
     /// RFC 9207 §2.4.
     #[error("The authorization response came from an unexpected issuer.")]

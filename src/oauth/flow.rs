@@ -247,13 +247,35 @@ pub struct HandedOff {
     pub lifetime_seconds: u64,
 }
 
+/// Where the page that opened an authorization link was, as far as the request tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CameFrom {
+    /// A page of this service or of the app (an allowed origin), same-site with this service.
+    App,
+    /// Another site's page.
+    OtherSite,
+    /// No page: typed, pasted, or opened from another program (a mail or chat client).
+    Nowhere,
+}
+
+/// The browser that opened an authorization link.
+#[derive(Clone, Copy, Debug)]
+pub struct Opener<'a> {
+    pub came_from: CameFrom,
+    /// The flow cookie it carries for this state (`/initiate`'s answer, kept in a cookie jar).
+    pub flow_cookie: Option<&'a str>,
+    /// The user of a valid access token it carries (the `access_token` cookie or a header).
+    pub user_id: Option<i32>,
+}
+
 /// A browser opened the authorization link of flow `state_value`: the first one within the
 /// link's time is bound to the flow (its cookie's hash is stored) and sent on to the provider.
-/// `from_app` says whether it came from this service's or the app's pages, or from nowhere (a
-/// typed or pasted address); `/initiate`'s short links refuse other sites, a connect link
-/// (meant for e-mail) does not.
+/// An `/initiate` link binds a browser that comes from the app's pages, or that already carries
+/// the flow's cookie or its user's access token; one opened from nowhere (a link sent by chat or
+/// mail: the attacker's own flow, minted as the victim clicks) or from another site is refused. A
+/// connect link (meant for e-mail) binds whoever opens it first. A browser of another user never.
 #[tracing::instrument(skip_all)]
-pub async fn hand_off(vault: &Vault, state_value: &str, from_app: bool) -> Result<HandedOff, FlowError> {
+pub async fn hand_off(vault: &Vault, state_value: &str, opener: Opener<'_>) -> Result<HandedOff, FlowError> {
     let record = vault.store.find_state(&sha256_hex(state_value.as_bytes())).await?.ok_or(FlowError::UnknownState)?;
     let metadata = FlowMetadata::of(&record);
     let now = Utc::now();
@@ -267,7 +289,13 @@ pub async fn hand_off(vault: &Vault, state_value: &str, from_app: bool) -> Resul
     if until <= now.timestamp() || record.expires_at <= now.naive_utc() {
         return Err(FlowError::HandoffExpired);
     }
-    if !metadata.handoff_link && !from_app {
+    if opener.user_id.is_some_and(|user| user != record.user_id) {
+        return Err(FlowError::StateUserMismatch);
+    }
+    let vouched = opener.user_id == Some(record.user_id)
+        || opener.flow_cookie.is_some_and(|cookie| metadata.binds(cookie))
+        || opener.came_from == CameFrom::App;
+    if !metadata.handoff_link && !vouched {
         return Err(FlowError::HandoffForeignSite);
     }
     let provider = vault.providers.get(&record.provider).ok_or(FlowError::ProviderGone)?;
@@ -524,6 +552,7 @@ async fn complete(
         .as_ref()
         .map(|token| vault.keys.encrypt(token.expose_secret(), &Aad::refresh_token(record.user_id, &provider.name)));
     let connect = ConnectRecord {
+        state_id: Some(record.id),
         user_id: record.user_id,
         provider: provider.name.clone(),
         provider_user_id: Some(account.user_id),
@@ -544,7 +573,11 @@ async fn complete(
         vault.store.find_token_by_owner(record.user_id, &provider.name).await,
         Ok(Some(token)) if token.status == IntegrationStatus::Error
     );
-    let integration = vault.store.complete_connect(&connect).await?;
+    let integration = vault.store.complete_connect(&connect).await.map_err(|error| match error {
+        // The state was deleted while the code was exchanged: the user was erased.
+        crate::store::StoreError::NotFound => FlowError::UnknownState,
+        error => error.into(),
+    })?;
     tracing::info!(integration_id = integration.id, "connected");
     let subject = Subject {
         integration_id: integration.id,

@@ -14,7 +14,7 @@ use super::Vault;
 use super::disconnect::disconnect;
 use crate::store::{
     AuditEvent, AuditQuery, ClientInfo, Consent, ErasedRows, Integration, IntegrationFilter, IntegrationStatus,
-    ProviderRevocation, StoreResult,
+    ProviderRevocation, StoreError, StoreResult,
 };
 
 /// Audit events read per page while exporting.
@@ -84,8 +84,39 @@ pub struct Erasure {
 /// Revokes every grant of `user_id` at its provider, then deletes the user's rows from the
 /// `oauth_*` tables in one transaction. Safe to repeat: a second call finds nothing.
 pub async fn erase(vault: &Vault, user_id: i32, client: &ClientInfo) -> StoreResult<Erasure> {
+    let mut integrations: Vec<ErasedIntegration> = Vec::new();
+    // A connect that commits between the disconnects and the erasure makes it refuse: disconnect
+    // again and retry (a few times: each round needs a new connect to finish in its gap).
+    for _ in 0..ERASE_ATTEMPTS {
+        disconnect_all(vault, user_id, client, &mut integrations).await?;
+        // Hand-outs counted but not yet written would write rows for the user again.
+        vault.usage.forget_user(user_id);
+        if let Some(deleted) = vault.store.erase_user(user_id).await? {
+            vault.usage.forget_user(user_id);
+            tracing::info!(
+                user_id,
+                integrations = deleted.integrations,
+                audit_events = deleted.audit_events,
+                "erased a user's oauth data"
+            );
+            return Ok(Erasure { user_id, integrations, deleted });
+        }
+    }
+    Err(StoreError::Busy)
+}
+
+/// Rounds of disconnect-then-erase before an erasure answers `busy`.
+const ERASE_ATTEMPTS: usize = 3;
+
+/// Disconnects every integration of `user_id` that is not revoked, adding each outcome to
+/// `outcomes` (an integration already reported keeps its first outcome unless disconnected again).
+async fn disconnect_all(
+    vault: &Vault,
+    user_id: i32,
+    client: &ClientInfo,
+    outcomes: &mut Vec<ErasedIntegration>,
+) -> StoreResult<()> {
     let all = IntegrationFilter { provider: None, active_only: false };
-    let mut integrations = Vec::new();
     for integration in vault.store.list_integrations(user_id, &all).await? {
         let (integration_id, provider) = (integration.id, integration.provider.clone());
         let revocation = if integration.status == IntegrationStatus::Revoked {
@@ -93,17 +124,11 @@ pub async fn erase(vault: &Vault, user_id: i32, client: &ClientInfo) -> StoreRes
         } else {
             disconnect(vault, integration, "user_erased".to_owned(), client).await?.revocation
         };
-        integrations.push(ErasedIntegration { integration_id, provider, revocation });
+        match outcomes.iter_mut().find(|known| known.integration_id == integration_id) {
+            Some(known) if revocation != ProviderRevocation::NothingToRevoke => known.revocation = revocation,
+            Some(_) => {}
+            None => outcomes.push(ErasedIntegration { integration_id, provider, revocation }),
+        }
     }
-    // Hand-outs counted but not yet written would write rows for the user again.
-    vault.usage.forget_user(user_id);
-    let deleted = vault.store.erase_user(user_id).await?;
-    vault.usage.forget_user(user_id);
-    tracing::info!(
-        user_id,
-        integrations = deleted.integrations,
-        audit_events = deleted.audit_events,
-        "erased a user's oauth data"
-    );
-    Ok(Erasure { user_id, integrations, deleted })
+    Ok(())
 }

@@ -3,7 +3,7 @@
 //! needed), `integration.recovered` (connected again after that) and `integration.revoked`
 //! (disconnected, or erased with its user).
 //!
-//! An event is written to the outbox (`oauth_manager_webhook_outbox`, the service's own table)
+//! An event is written to the outbox (`oam_webhook_outbox`, the service's own table)
 //! right after the change it reports has committed, one row per endpoint, and the request goes on:
 //! delivery happens in the background (`run`), never in the request that caused it. A process
 //! that stops before delivering leaves the rows, which any replica delivers after (a claimed row is
@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{NaiveDateTime, Utc};
+use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
@@ -122,6 +123,7 @@ impl Webhooks {
             .iter()
             .map(|endpoint| NewWebhook {
                 endpoint: endpoint.clone(),
+                user_id: subject.user_id,
                 event_id: event_id.clone(),
                 event_type: event.name().to_owned(),
                 payload: payload.clone(),
@@ -222,25 +224,46 @@ async fn deliver_due(webhooks: &Webhooks, store: &dyn Store) {
         if due.is_empty() {
             return;
         }
-        let sent = futures_util::future::join_all(due.iter().map(|delivery| webhooks.send(delivery))).await;
-        for (delivery, outcome) in due.iter().zip(sent) {
-            let now = Utc::now().naive_utc();
-            let attempts = delivery.attempts.saturating_add(1);
-            let result = match outcome {
-                Ok(()) => store.webhook_delivered(delivery.id, now).await.map(|()| "delivered"),
-                Err(why) => {
-                    let retry_at = webhooks.next_attempt(attempts as u32, now);
-                    tracing::warn!(event = %delivery.event_type, event_id = %delivery.event_id, attempts, error = %why,
-                        given_up = retry_at.is_none(), "webhook delivery failed");
-                    let result = if retry_at.is_some() { "retrying" } else { "given_up" };
-                    store.webhook_failed(delivery.id, attempts, &why, retry_at, now).await.map(|()| result)
-                }
-            };
-            match result {
-                Ok(result) => metrics::counter!(crate::prometheus::WEBHOOK_DELIVERIES, "event" => delivery.event_type.clone(), "result" => result).increment(1),
-                Err(error) => tracing::warn!(%error, "could not record a webhook delivery's outcome"),
-            }
+        // Each outcome is written as it comes: a slow endpoint holds up only its own deliveries.
+        let mut outcomes = futures_util::stream::iter(due)
+            .map(|delivery| async move {
+                let outcome = if webhooks.endpoints.contains(&delivery.endpoint) {
+                    webhooks.send(&delivery).await
+                } else {
+                    Err(GIVEN_UP_UNCONFIGURED.to_owned())
+                };
+                (delivery, outcome)
+            })
+            .buffer_unordered(IN_FLIGHT);
+        while let Some((delivery, outcome)) = outcomes.next().await {
+            record(webhooks, store, &delivery, outcome).await;
         }
+    }
+}
+
+/// The error of a delivery whose endpoint left `OAUTH_WEBHOOK_URLS`: given up unsent.
+const GIVEN_UP_UNCONFIGURED: &str = "the endpoint is no longer configured";
+/// Deliveries sent at once.
+const IN_FLIGHT: usize = 8;
+
+/// Writes how one delivery went, and counts it.
+async fn record(webhooks: &Webhooks, store: &dyn Store, delivery: &WebhookDelivery, outcome: Result<(), String>) {
+    let now = Utc::now().naive_utc();
+    let attempts = delivery.attempts.saturating_add(1);
+    let result = match outcome {
+        Ok(()) => store.webhook_delivered(delivery.id, now).await.map(|()| "delivered"),
+        Err(why) => {
+            let retry_at =
+                if why == GIVEN_UP_UNCONFIGURED { None } else { webhooks.next_attempt(attempts as u32, now) };
+            tracing::warn!(event = %delivery.event_type, event_id = %delivery.event_id, attempts, error = %why,
+                given_up = retry_at.is_none(), "webhook delivery failed");
+            let result = if retry_at.is_some() { "retrying" } else { "given_up" };
+            store.webhook_failed(delivery.id, attempts, &why, retry_at, now).await.map(|()| result)
+        }
+    };
+    match result {
+        Ok(result) => metrics::counter!(crate::prometheus::WEBHOOK_DELIVERIES, "event" => delivery.event_type.clone(), "result" => result).increment(1),
+        Err(error) => tracing::warn!(%error, "could not record a webhook delivery's outcome"),
     }
 }
 

@@ -173,8 +173,12 @@ async fn metrics_upkeep(mut stopped: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
+/// How long delivered and given-up webhook deliveries stay in the outbox (to look into).
+const WEBHOOK_RETENTION_DAYS: i64 = 7;
+
 /// Purges expired states every `purge_interval_seconds`, once they have been expired for
-/// `keep_expired_seconds`, and lets the rate limiters forget idle clients.
+/// `keep_expired_seconds`, webhook deliveries done with a week ago, and lets the rate limiters
+/// forget idle clients.
 async fn purge_expired_states(state: AppState, mut stopped: tokio::sync::watch::Receiver<bool>) {
     let flow = state.config.flow.clone();
     loop {
@@ -188,6 +192,12 @@ async fn purge_expired_states(state: AppState, mut stopped: tokio::sync::watch::
             Ok(deleted) if deleted > 0 => tracing::info!(deleted, "purged expired authorization states"),
             Ok(_) => {}
             Err(error) => tracing::warn!(error = %error, "could not purge expired states"),
+        }
+        let week_ago = chrono::Utc::now().naive_utc() - chrono::Duration::days(WEBHOOK_RETENTION_DAYS);
+        match state.vault.store.purge_webhooks(week_ago).await {
+            Ok(purged) if purged > 0 => tracing::info!(purged, "purged webhook deliveries done with a week ago"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(error = %error, "could not purge the webhook outbox"),
         }
     }
 }

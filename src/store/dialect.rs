@@ -44,9 +44,12 @@ pub trait Dialect: Database {
     const LOCK_FOR_CONNECT: &'static str;
     /// Reads an integration's status before a refresh outcome is written, holding its row.
     const LOCK_FOR_REFRESH_OUTCOME: &'static str;
-    /// Reads a user's integrations before an erasure deletes them, holding their rows (in id
-    /// order, as every other writer locks one integration row first).
+    /// Reads a user's integrations (id, user, provider, status) before an erasure deletes them,
+    /// holding their rows in id order.
     const LOCK_FOR_ERASE: &'static str;
+    /// Reads the spent state a connect completes, holding its row: an erasure deletes the user's
+    /// states first, so a connect still in flight either commits before it or finds its state gone.
+    const LOCK_STATE_FOR_CONNECT: &'static str;
     /// Leases due webhook deliveries (`$1` now, `$2` lease end, `$3` how many), rows another
     /// process is leasing at the same moment skipped where the database can.
     const CLAIM_WEBHOOKS: &'static str;

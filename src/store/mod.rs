@@ -240,8 +240,10 @@ pub trait Store: Send + Sync + 'static {
     /// Counts of a user's integrations and consents.
     async fn status_counts(&self, user_id: i32) -> StoreResult<StatusCounts>;
     /// Deletes every row of `user_id` from the `oauth_*` tables in one transaction (the `users`
-    /// row stays: it is the host application's), telling every replica's token cache.
-    async fn erase_user(&self, user_id: i32) -> StoreResult<ErasedRows>;
+    /// row stays: it is the host application's), telling every replica's token cache; `None`
+    /// (nothing deleted) when an integration of theirs is not revoked (connected again since it
+    /// was disconnected): disconnect it and try again.
+    async fn erase_user(&self, user_id: i32) -> StoreResult<Option<ErasedRows>>;
     /// Queues webhook deliveries, each due at once.
     async fn enqueue_webhooks(&self, deliveries: &[NewWebhook]) -> StoreResult<()>;
     /// Up to `limit` deliveries due at `now`, leased to this process until `lease_until` (another
@@ -252,6 +254,8 @@ pub trait Store: Send + Sync + 'static {
         lease_until: NaiveDateTime,
         limit: i64,
     ) -> StoreResult<Vec<WebhookDelivery>>;
+    /// Deletes deliveries done with before `cutoff`; how many.
+    async fn purge_webhooks(&self, cutoff: NaiveDateTime) -> StoreResult<u64>;
     /// Delivery `id` succeeded at `now`.
     async fn webhook_delivered(&self, id: i64, now: NaiveDateTime) -> StoreResult<()>;
     /// Delivery `id` failed (`attempts` made in all): tried again at `retry_at`, or given up at

@@ -180,6 +180,9 @@ pub struct StateRecord {
 /// Everything a successful callback writes, in one transaction.
 #[derive(Clone, Debug)]
 pub struct ConnectRecord {
+    /// The spent state this connect completes, checked to still exist (gone: the user was erased
+    /// meanwhile); `None` for a connection written without a flow (fixtures, seeding).
+    pub state_id: Option<i32>,
     pub user_id: i32,
     pub provider: String,
     pub provider_user_id: Option<String>,
@@ -252,7 +255,7 @@ pub struct RefreshAudit {
 }
 
 /// The outcome of a revocation at the provider, recorded in the audit log.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProviderRevocation {
     Revoked,
     NotSupported,
@@ -411,6 +414,11 @@ pub struct VerifierSecret {
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ErasedRows {
     pub integrations: u64,
+    /// Other users' audit rows that named one of the integrations, kept without the reference.
+    pub audit_references_cleared: u64,
+    /// Webhook deliveries about the user already sent or given up (those still to send, telling
+    /// of the erasure, are sent and then purged with the rest).
+    pub webhook_deliveries: u64,
     pub tokens: u64,
     pub consents: u64,
     pub audit_events: u64,
@@ -421,6 +429,8 @@ pub struct ErasedRows {
 #[derive(Clone, Debug)]
 pub struct NewWebhook {
     pub endpoint: String,
+    /// Whom the event is about.
+    pub user_id: i32,
     pub event_id: String,
     pub event_type: String,
     /// The JSON body, exactly as it will be signed and sent.

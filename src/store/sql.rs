@@ -268,21 +268,32 @@ pub const SECRETS_LIKE: &str = "SELECT (SELECT COUNT(*) FROM oauth_tokens WHERE 
 /// an integration of theirs); states name the user. Each returns the ids it deleted, counted.
 pub const ERASE_CONSENTS: &str = "DELETE FROM oauth_consents WHERE integration_id IN (SELECT id FROM oauth_integrations WHERE user_id = $1) RETURNING id";
 pub const ERASE_TOKENS: &str = "DELETE FROM oauth_tokens WHERE integration_id IN (SELECT id FROM oauth_integrations WHERE user_id = $1) RETURNING id";
-pub const ERASE_AUDIT: &str = "DELETE FROM oauth_audit_log WHERE user_id = $1
-             OR integration_id IN (SELECT id FROM oauth_integrations WHERE user_id = $1) RETURNING id";
+/// Audit rows of other users (an administrator's action on an erased user's integration) keep
+/// their row but no longer name the integration.
+pub const ERASE_AUDIT_REFERENCES: &str = "UPDATE oauth_audit_log SET integration_id = NULL
+             WHERE user_id <> $1 AND integration_id IN (SELECT id FROM oauth_integrations WHERE user_id = $1)
+             RETURNING id";
+pub const ERASE_AUDIT: &str = "DELETE FROM oauth_audit_log WHERE user_id = $1 RETURNING id";
 pub const ERASE_STATES: &str = "DELETE FROM oauth_state WHERE user_id = $1 RETURNING id";
 pub const ERASE_INTEGRATIONS: &str = "DELETE FROM oauth_integrations WHERE user_id = $1 RETURNING id";
 
 /// The webhook outbox (`oauth::webhooks`): one row per event and endpoint.
-pub const INSERT_WEBHOOK: &str = "INSERT INTO oauth_manager_webhook_outbox
-                (endpoint, event_id, event_type, payload, created_at, next_attempt_at)
-             VALUES ($1, $2, $3, $4, $5, $5)";
+pub const INSERT_WEBHOOK: &str = "INSERT INTO oam_webhook_outbox
+                (endpoint, user_id, event_id, event_type, payload, created_at, next_attempt_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $6)";
+/// Deliveries done with (delivered or given up) before `$1`.
+pub const PURGE_WEBHOOKS: &str = "DELETE FROM oam_webhook_outbox
+             WHERE (delivered_at IS NOT NULL AND delivered_at < $1) OR (failed_at IS NOT NULL AND failed_at < $1)
+             RETURNING id";
+/// An erased user's deliveries already done with (those still to send tell of the erasure).
+pub const ERASE_WEBHOOKS: &str = "DELETE FROM oam_webhook_outbox
+             WHERE user_id = $1 AND (delivered_at IS NOT NULL OR failed_at IS NOT NULL) RETURNING id";
 /// A delivery that succeeded.
-pub const WEBHOOK_DELIVERED: &str = "UPDATE oauth_manager_webhook_outbox
+pub const WEBHOOK_DELIVERED: &str = "UPDATE oam_webhook_outbox
              SET delivered_at = $2, attempts = attempts + 1, last_error = NULL WHERE id = $1";
 /// A delivery that failed and will be tried again at `$4`.
-pub const WEBHOOK_RETRY: &str = "UPDATE oauth_manager_webhook_outbox
+pub const WEBHOOK_RETRY: &str = "UPDATE oam_webhook_outbox
              SET attempts = $2, last_error = $3, next_attempt_at = $4 WHERE id = $1";
 /// A delivery given up after its last attempt.
-pub const WEBHOOK_GIVE_UP: &str = "UPDATE oauth_manager_webhook_outbox
+pub const WEBHOOK_GIVE_UP: &str = "UPDATE oam_webhook_outbox
              SET attempts = $2, last_error = $3, failed_at = $4 WHERE id = $1";

@@ -377,6 +377,13 @@ where
 
     async fn complete_connect(&self, record: &ConnectRecord) -> StoreResult<Integration> {
         let mut tx = D::begin_write(&self.pool).await?;
+        if let Some(state_id) = record.state_id {
+            let state: Option<i32> =
+                sqlx::query_scalar(D::LOCK_STATE_FOR_CONNECT).bind(state_id).fetch_optional(&mut *tx).await?;
+            if state.is_none() {
+                return Err(StoreError::NotFound);
+            }
+        }
         let previous_account: Option<Option<String>> = sqlx::query_scalar(D::LOCK_FOR_CONNECT)
             .bind(record.user_id)
             .bind(&record.provider)
@@ -552,24 +559,36 @@ where
         Ok(StatusCounts { integrations, total_consents, revoked_consents })
     }
 
-    async fn erase_user(&self, user_id: i32) -> StoreResult<ErasedRows> {
+    async fn erase_user(&self, user_id: i32) -> StoreResult<Option<ErasedRows>> {
         let mut tx = D::begin_write(&self.pool).await?;
-        let held: Vec<(i32, i32, String)> = sqlx::query_as(D::LOCK_FOR_ERASE).bind(user_id).fetch_all(&mut *tx).await?;
-        let mut deleted = async |statement: &'static str| -> StoreResult<u64> {
-            let ids: Vec<i32> = sqlx::query_scalar(statement).bind(user_id).fetch_all(&mut *tx).await?;
+        let deleted = async |tx: &mut Transaction<'static, D>, statement: &'static str| -> StoreResult<u64> {
+            let ids: Vec<i32> = sqlx::query_scalar(statement).bind(user_id).fetch_all(&mut **tx).await?;
             Ok(ids.len() as u64)
         };
+        // States first: a connect in flight holds its state row until it commits (before this
+        // erasure, and then its integration is seen below) or finds the row gone and gives up.
+        let states = deleted(&mut tx, sql::ERASE_STATES).await?;
+        let held: Vec<(i32, i32, String, String)> =
+            sqlx::query_as(D::LOCK_FOR_ERASE).bind(user_id).fetch_all(&mut *tx).await?;
+        if held.iter().any(|(_, _, _, status)| status != super::IntegrationStatus::Revoked.as_str()) {
+            tx.rollback().await?;
+            return Ok(None);
+        }
         let mut erased = ErasedRows {
-            consents: deleted(sql::ERASE_CONSENTS).await?,
-            tokens: deleted(sql::ERASE_TOKENS).await?,
-            audit_events: deleted(sql::ERASE_AUDIT).await?,
-            states: deleted(sql::ERASE_STATES).await?,
+            states,
+            consents: deleted(&mut tx, sql::ERASE_CONSENTS).await?,
+            tokens: deleted(&mut tx, sql::ERASE_TOKENS).await?,
+            audit_references_cleared: deleted(&mut tx, sql::ERASE_AUDIT_REFERENCES).await?,
+            audit_events: deleted(&mut tx, sql::ERASE_AUDIT).await?,
+            webhook_deliveries: 0,
             integrations: 0,
         };
-        erased.integrations = deleted(sql::ERASE_INTEGRATIONS).await?;
+        erased.integrations = deleted(&mut tx, sql::ERASE_INTEGRATIONS).await?;
+        let deliveries: Vec<i64> = sqlx::query_scalar(sql::ERASE_WEBHOOKS).bind(user_id).fetch_all(&mut *tx).await?;
+        erased.webhook_deliveries = deliveries.len() as u64;
         let changes: Vec<TokenChange> = held
             .into_iter()
-            .map(|(integration_id, user_id, provider)| TokenChange { integration_id, user_id, provider })
+            .map(|(integration_id, user_id, provider, _)| TokenChange { integration_id, user_id, provider })
             .collect();
         for change in &changes {
             D::notify_change(&mut tx, change).await?;
@@ -579,7 +598,7 @@ where
             self.cache.invalidate(change);
         }
         committed?;
-        Ok(erased)
+        Ok(Some(erased))
     }
 
     async fn enqueue_webhooks(&self, deliveries: &[NewWebhook]) -> StoreResult<()> {
@@ -587,6 +606,7 @@ where
         for delivery in deliveries {
             sqlx::query(sql::INSERT_WEBHOOK)
                 .bind(&delivery.endpoint)
+                .bind(delivery.user_id)
                 .bind(&delivery.event_id)
                 .bind(&delivery.event_type)
                 .bind(&delivery.payload)
@@ -609,6 +629,11 @@ where
             sqlx::query_as(D::CLAIM_WEBHOOKS).bind(now).bind(lease_until).bind(limit).fetch_all(&mut *tx).await?;
         tx.commit().await?;
         Ok(claimed)
+    }
+
+    async fn purge_webhooks(&self, cutoff: NaiveDateTime) -> StoreResult<u64> {
+        let purged: Vec<i64> = sqlx::query_scalar(sql::PURGE_WEBHOOKS).bind(cutoff).fetch_all(&self.pool).await?;
+        Ok(purged.len() as u64)
     }
 
     async fn webhook_delivered(&self, id: i64, now: NaiveDateTime) -> StoreResult<()> {

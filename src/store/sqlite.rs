@@ -29,13 +29,14 @@ impl Dialect for Sqlite {
     const LOCK_FOR_REVOKE: &'static str =
         "SELECT user_id, provider, status, scopes FROM oauth_integrations WHERE id = $1";
     // One process owns the file, and the write transaction serialises claims anyway.
-    const CLAIM_WEBHOOKS: &'static str = "UPDATE oauth_manager_webhook_outbox SET next_attempt_at = $2
-             WHERE id IN (SELECT id FROM oauth_manager_webhook_outbox
+    const CLAIM_WEBHOOKS: &'static str = "UPDATE oam_webhook_outbox SET next_attempt_at = $2
+             WHERE id IN (SELECT id FROM oam_webhook_outbox
                           WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1
                           ORDER BY next_attempt_at, id LIMIT $3)
              RETURNING id, endpoint, event_id, event_type, payload, attempts";
     const LOCK_FOR_ERASE: &'static str =
-        "SELECT id, user_id, provider FROM oauth_integrations WHERE user_id = $1 ORDER BY id";
+        "SELECT id, user_id, provider, status FROM oauth_integrations WHERE user_id = $1 ORDER BY id";
+    const LOCK_STATE_FOR_CONNECT: &'static str = "SELECT id FROM oauth_state WHERE id = $1";
     const LOCK_FOR_CONNECT: &'static str =
         "SELECT provider_user_id FROM oauth_integrations WHERE user_id = $1 AND provider = $2";
     const LOCK_FOR_REFRESH_OUTCOME: &'static str = "SELECT status FROM oauth_integrations WHERE id = $1";

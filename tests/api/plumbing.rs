@@ -70,17 +70,22 @@ async fn a_user_missing_from_the_users_table_cannot_start_a_flow() {
 #[test]
 fn the_flow_cookie_follows_a_public_base_url_with_a_path() {
     let data_dir = std::env::temp_dir().join(format!("oam-path-{}", oauth_manager::crypto::random_token(6)));
-    let env = [("PUBLIC_BASE_URL", "https://apps.example.com/oam/"), ("OAUTH_DATA_DIR", data_dir.to_str().unwrap())];
-    let config = oauth_manager::config::Config::load(&|name| {
-        env.iter().find(|(key, _)| *key == name).map(|(_, value)| value.to_string())
-    })
-    .unwrap();
-    assert_eq!(oauth_manager::http::flow::flow_cookie_path(&config), "/oam/api/v1/oauth/callback");
-    assert!(
-        oauth_manager::http::flow::flow_cookie_name(&config, "state").starts_with("oam_flow_"),
-        "no __Host- below a path"
-    );
-    assert_eq!(config.callback_url(Some("google")), "https://apps.example.com/oam/api/v1/oauth/callback/google");
+    let config = |base: &str| {
+        let env = [("PUBLIC_BASE_URL", base), ("OAUTH_DATA_DIR", data_dir.to_str().unwrap())];
+        oauth_manager::config::Config::load(&|name| {
+            env.iter().find(|(key, _)| *key == name).map(|(_, value)| value.to_string())
+        })
+        .unwrap()
+    };
+    // Plain http below a path: the API under that path, no prefix (it needs Secure).
+    let http = config("http://apps.example.com/oam/");
+    assert_eq!(oauth_manager::http::flow::flow_cookie_path(&http), "/oam/api/v1/oauth");
+    assert!(oauth_manager::http::flow::flow_cookie_name(&http, "state").starts_with("oam_flow_"));
+    // https, even below a path: `__Host-` at `/`, so no sibling subdomain can plant one.
+    let https = config("https://apps.example.com/oam/");
+    assert_eq!(oauth_manager::http::flow::flow_cookie_path(&https), "/");
+    assert!(oauth_manager::http::flow::flow_cookie_name(&https, "state").starts_with("__Host-oam_flow_"));
+    assert_eq!(https.callback_url(Some("google")), "https://apps.example.com/oam/api/v1/oauth/callback/google");
     std::fs::remove_dir_all(data_dir).ok();
 }
 

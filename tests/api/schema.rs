@@ -14,7 +14,7 @@ fn schema_dump(url: &str) -> String {
             "--no-privileges",
             "--exclude-table=_sqlx_migrations",
             // The service's own table (the webhook outbox), beside the host application's.
-            "--exclude-table=oauth_manager_webhook_outbox*",
+            "--exclude-table=oam_webhook_outbox*",
             url,
         ])
         .output()
@@ -54,7 +54,7 @@ async fn migrate_leaves_the_existing_schema_byte_for_byte_identical() {
             "oauth_audit_log",
             "oauth_consents",
             "oauth_integrations",
-            "oauth_manager_webhook_outbox",
+            "oam_webhook_outbox",
             "oauth_scopes",
             "oauth_state",
             "oauth_tokens",

@@ -18,6 +18,7 @@ fn now() -> NaiveDateTime {
 
 fn connect_record(user_id: i32, provider: &str, account: &str) -> ConnectRecord {
     ConnectRecord {
+        state_id: None,
         user_id,
         provider: provider.into(),
         provider_user_id: Some(account.into()),

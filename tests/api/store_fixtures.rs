@@ -7,6 +7,7 @@ use serde_json::json;
 /// A connect record with placeholder (not decryptable) token values.
 pub fn connect_record(user_id: i32, provider: &str) -> ConnectRecord {
     ConnectRecord {
+        state_id: None,
         user_id,
         provider: provider.into(),
         provider_user_id: Some(format!("{provider}-account-{user_id}")),

@@ -236,8 +236,8 @@ await run(async (browser, errors) => {
   const flowCookies = (await context.cookies(callbackUrl)).filter((cookie) => cookie.name.startsWith('oam_flow_'));
   expect(flowCookies.length === 1, `the browser holds one flow cookie for ${callbackUrl}: ${JSON.stringify(await context.cookies())}`);
   const [flowCookie] = flowCookies;
-  expect(flowCookie.httpOnly && flowCookie.sameSite === 'Lax' && flowCookie.path === '/api/v1/oauth/callback',
-    `the flow cookie is HttpOnly, SameSite=Lax, Path=/api/v1/oauth/callback: ${JSON.stringify(flowCookie)}`);
+  expect(flowCookie.httpOnly && flowCookie.sameSite === 'Lax' && flowCookie.path === '/api/v1/oauth',
+    `the flow cookie is HttpOnly, SameSite=Lax, Path=/api/v1/oauth: ${JSON.stringify(flowCookie)}`);
 
   if (topology === 'cross-origin') {
     // RFC 9700 §4.7: the link is bound to the first browser; a forwarded copy gets nothing.

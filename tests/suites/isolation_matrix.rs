@@ -660,9 +660,9 @@ impl Matrix {
 
     /// `GET /connect/{provider}`: a signed-in browser starts a flow for its own user only (a GET
     /// navigation, so the cross-site cookie starts the owner's own flow, as at the callback).
-    /// `GET /handoff/{state}`: the link of an owner's flow started without a browser; whoever
-    /// opens it first is that browser (the link is the credential), and the answer carries
-    /// nothing of the owner. `POST /connect-links`: backends only.
+    /// `GET /handoff/{state}`: the link of an owner's flow started without a browser, opened from
+    /// no page: bound only to the owner's browser, refused for another user's or one with nothing
+    /// of the flow's; the answer carries nothing of the owner. `POST /connect-links`: backends only.
     async fn connect_flows(&mut self) {
         for caller in CALLERS {
             let cell = (Endpoint::Connect, caller);
@@ -694,7 +694,13 @@ impl Matrix {
             let flow = json_body(self.h.initiate("google", json!({})).await, 200).await;
             let call =
                 Call { method: Method::GET, url: flow["authorization_url"].as_str().unwrap().to_owned(), body: None };
-            if let Some(body) = self.probe(cell, call, None, Expect::Redirect, Sees::Nothing).await {
+            // Opened from no page: only a browser of the flow's user (or with its cookie) is bound.
+            let expect = match caller {
+                Caller::Owner | Caller::CrossSite => Expect::Redirect,
+                Caller::Stranger | Caller::Admin => Expect::Problem(400, "state_user_mismatch"),
+                _ => Expect::Problem(400, "handoff_foreign_site"),
+            };
+            if let Some(body) = self.probe(cell, call, None, expect, Sees::Nothing).await {
                 let to_google = body["location"].as_str().is_some_and(|url| url.starts_with(&self.h.google.base_url));
                 self.require(cell, to_google, format!("sends the browser on to Google: {body}"));
             }

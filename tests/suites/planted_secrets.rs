@@ -707,7 +707,8 @@ impl Driver {
     /// the provider sends the browser to. (The provider's answer is not the service's: not kept.)
     async fn consent(&mut self, flow: &Flow, decision: &str) -> String {
         // The authorization link passes through the service first (no Origin: not the browser).
-        let handed_off = self.http.get(&flow.authorization_url).send().await.unwrap();
+        // As a cookie jar would, with the flow cookie `/initiate` set.
+        let handed_off = self.http.get(&flow.authorization_url).header("cookie", &flow.cookie).send().await.unwrap();
         assert_eq!(handed_off.status(), 303, "{}: the authorization link redirects", flow.provider);
         let provider_url = handed_off.headers()[header::LOCATION].to_str().unwrap().to_owned();
         let url = url::Url::parse(&provider_url).unwrap();

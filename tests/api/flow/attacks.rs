@@ -21,7 +21,7 @@ async fn initiate_returns_a_pkce_authorization_url_for_the_provider_callback(bac
     // Called without a browser's Origin: the link passes through the service first.
     let link = flow["authorization_url"].as_str().unwrap();
     assert_eq!(link, h.app.url(&format!("{API}/handoff/{}", flow["state"].as_str().unwrap())));
-    let url = &crate::flow::support::provider_url(&h.app.client, link).await;
+    let url = &crate::flow::support::provider_url(&h.app.client, link, Some(&h.flow_cookies())).await;
     assert!(url.starts_with(&format!("{}/authorize?", h.google.base_url)), "{url}");
     let param = |name| query_param(url, name);
     assert_eq!(param("state").as_deref(), flow["state"].as_str());

@@ -95,9 +95,29 @@ async fn a_link_opened_from_another_site_or_too_late_is_refused(backend: Backend
     // Another site's page (a forwarded link in a web mail), with or without its Referer.
     problem(open(&h, link, &[("referer", "https://mail.example.com/inbox")]).await, 400, "handoff_foreign_site").await;
     problem(open(&h, link, &[("sec-fetch-site", "cross-site")]).await, 400, "handoff_foreign_site").await;
+    // From no page (a link in a chat or mail program), a browser with nothing of the flow's:
+    // the attacker's own flow, minted as the victim clicks. Redirected through another site
+    // (the app's Referer kept, but the navigation cross-site). A sibling site's page. A browser
+    // of another user.
+    problem(open(&h, link, &[]).await, 400, "handoff_foreign_site").await;
+    problem(open(&h, link, &[("sec-fetch-site", "none")]).await, 400, "handoff_foreign_site").await;
+    let redirected = [("sec-fetch-site", "cross-site"), ("referer", "http://app.test/settings")];
+    problem(open(&h, link, &redirected).await, 400, "handoff_foreign_site").await;
+    let sibling = [("sec-fetch-site", "same-site"), ("referer", "http://user-content.test/page")];
+    problem(open(&h, link, &sibling).await, 400, "handoff_foreign_site").await;
+    let stranger = h.app.user("stranger@example.com").await;
+    let other_user = h.app.client.get(link).bearer_auth(&stranger.token).send().await.unwrap();
+    problem(other_user, 400, "state_user_mismatch").await;
     // Refusals change nothing: the app's browser still opens it in time.
     let (provider_url, _) = open_from_app(&h, link).await;
     assert!(provider_url.starts_with(&h.google.base_url));
+
+    // From no page, but with the flow cookie `/initiate` set (curl's cookie jar): the same client.
+    let jarred = initiate_from(&h, None, json!({})).await;
+    let jar = set_cookie(&jarred).unwrap();
+    let jarred = json_body(jarred, 200).await;
+    let with_jar = open(&h, jarred["authorization_url"].as_str().unwrap(), &[("cookie", &jar)]).await;
+    assert_eq!(with_jar.status(), 303, "{}", with_jar.text().await.unwrap());
 
     let late = json_body(initiate_from(&h, Some(APP), json!({})).await, 200).await;
     tokio::time::sleep(Duration::from_millis(4500)).await;

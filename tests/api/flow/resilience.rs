@@ -211,7 +211,7 @@ async fn connect_in_sandbox(client: &reqwest::Client, base_url: &str, token: &st
     let cookie = crate::flow::support::flow_cookie(&initiated).expect("initiate sets the flow cookie");
     let initiated = json_body(initiated, 200).await;
     let link = initiated["authorization_url"].as_str().unwrap();
-    let url = url::Url::parse(&crate::flow::support::provider_url(client, link).await).unwrap();
+    let url = url::Url::parse(&crate::flow::support::provider_url(client, link, Some(&cookie)).await).unwrap();
     assert!(url.path().starts_with("/_sandbox/"), "{url}");
     let consent_page = client.get(url.clone()).send().await.unwrap();
     assert!(consent_page.text().await.unwrap().contains("Approve"), "a consent page stands in for the provider");

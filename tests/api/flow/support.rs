@@ -114,12 +114,12 @@ impl Harness {
         let mut extra = vec![("decision", "approve")];
         extra.extend(login.map(|login| ("login", login)));
         extra.extend(granted_scope.map(|scope| ("granted_scope", scope)));
-        consent(&self.app.client, authorization_url, &extra).await
+        consent(&self.app.client, authorization_url, &self.flow_cookies(), &extra).await
     }
 
     /// The user denies at the provider; the callback URL (carrying `error=access_denied`).
     pub async fn deny(&self, authorization_url: &str) -> String {
-        consent(&self.app.client, authorization_url, &[("decision", "deny")]).await
+        consent(&self.app.client, authorization_url, &self.flow_cookies(), &[("decision", "deny")]).await
     }
 
     /// The browser that initiated arrives at our callback `url` (no JWT, its flow cookies).
@@ -297,13 +297,18 @@ fn providers_toml(google: &str, microsoft: &str, notion: &str) -> String {
 
 /// The provider's URL behind `authorization_url`: a flow started where its cookie cannot reach
 /// the browser (no `Origin`, as here) gets an authorization link through the service
-/// (`GET /handoff/{state}`), which a browser opens first. That browser's new flow cookie is not
-/// kept: the one `/initiate` set still binds this harness's browser.
-pub async fn provider_url(client: &reqwest::Client, authorization_url: &str) -> String {
+/// (`GET /handoff/{state}`). The browser that opens it here carries `cookie` (the flow cookie
+/// `/initiate` set, as a cookie jar would), which is what lets a browser that came from no page
+/// open it.
+pub async fn provider_url(client: &reqwest::Client, authorization_url: &str, cookie: Option<&str>) -> String {
     if !authorization_url.contains("/api/v1/oauth/handoff/") {
         return authorization_url.to_owned();
     }
-    let response = client.get(authorization_url).send().await.unwrap();
+    let mut request = client.get(authorization_url);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let response = request.send().await.unwrap();
     let status = response.status();
     let location = response.headers().get("location").map(|l| l.to_str().unwrap().to_owned());
     assert_eq!(status, 303, "the authorization link redirects to the provider: {}", response.text().await.unwrap());
@@ -311,8 +316,8 @@ pub async fn provider_url(client: &reqwest::Client, authorization_url: &str) -> 
 }
 
 /// Posts the consent form for `authorization_url` with `extra` fields; the 303's Location.
-async fn consent(client: &reqwest::Client, authorization_url: &str, extra: &[(&str, &str)]) -> String {
-    let url = Url::parse(&provider_url(client, authorization_url).await).unwrap();
+async fn consent(client: &reqwest::Client, authorization_url: &str, cookie: &str, extra: &[(&str, &str)]) -> String {
+    let url = Url::parse(&provider_url(client, authorization_url, Some(cookie)).await).unwrap();
     let mut form: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
     form.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let mut action = url.clone();
@@ -334,7 +339,7 @@ pub async fn service_get(app: &TestApp, path: &str) -> Response {
 pub fn flow_cookie(response: &Response) -> Option<String> {
     let header = response.headers().get("set-cookie")?.to_str().ok()?;
     assert!(header.contains("HttpOnly") && header.contains("SameSite=Lax"), "{header}");
-    assert!(header.contains("Path=/api/v1/oauth/callback"), "{header}");
+    assert!(header.contains("Path=/api/v1/oauth;"), "{header}");
     header.split(';').next().map(str::to_owned)
 }
 
