@@ -51,10 +51,10 @@ async fn migrate_leaves_the_existing_schema_byte_for_byte_identical() {
         tables,
         [
             "_sqlx_migrations",
+            "oam_webhook_outbox",
             "oauth_audit_log",
             "oauth_consents",
             "oauth_integrations",
-            "oam_webhook_outbox",
             "oauth_scopes",
             "oauth_state",
             "oauth_tokens",

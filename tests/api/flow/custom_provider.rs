@@ -53,7 +53,10 @@ async fn a_custom_provider_is_refused_until_the_opt_in_migration_then_connects()
     let initiated = initiate().await;
     let cookie = flow_cookie(&initiated).expect("initiate sets the flow cookie");
     let flow = json_body(initiated, 200).await;
-    let callback = h.approve(flow["authorization_url"].as_str().unwrap(), None, None).await;
+    // This browser holds the flow's cookie (it called /initiate itself): it opens the link.
+    let link = flow["authorization_url"].as_str().unwrap();
+    let provider_url = super::support::provider_url(&app.client, link, Some(&cookie)).await;
+    let callback = h.approve(&provider_url, None, None).await;
     assert!(callback.contains("/callback/acme"));
     let connected = json_body(app.client.get(&callback).header("cookie", cookie).send().await.unwrap(), 200).await;
     assert_eq!(connected["provider"], "acme");

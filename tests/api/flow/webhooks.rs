@@ -184,7 +184,9 @@ async fn an_undelivered_event_is_delivered_after_a_restart() {
         .unwrap();
     let cookie = super::support::flow_cookie(&initiated).expect("the flow cookie");
     let flow = json_body(initiated, 200).await;
-    let callback = h.approve(flow["authorization_url"].as_str().unwrap(), None, None).await;
+    let link = flow["authorization_url"].as_str().unwrap();
+    let provider_url = super::support::provider_url(&h.app.client, link, Some(&cookie)).await;
+    let callback = h.approve(&provider_url, None, None).await;
     let landed = h.app.client.get(&callback).header("cookie", cookie).send().await.unwrap();
     json_body(landed, 200).await;
     assert!(started.elapsed() < Duration::from_secs(5), "the connect did not wait for the receiver");
