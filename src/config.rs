@@ -372,6 +372,11 @@ impl Config {
         }
     }
 
+    /// Whether `origin` is this service's own or one of the app's (`OAUTH_ALLOWED_RETURN_ORIGINS`).
+    pub fn is_app_origin(&self, origin: &url::Origin) -> bool {
+        *origin == self.public_base_url.origin() || self.allowed_return_origins.contains(origin)
+    }
+
     /// Timeout of each provider call.
     pub fn provider_timeout(&self) -> Duration {
         Duration::from_secs(self.http.provider_timeout_seconds)

@@ -6,8 +6,8 @@
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::header::{LOCATION, SET_COOKIE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::header::LOCATION;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::MaybeUser;
-use super::flow::{InitiateRequest, came_from, flow_cookie, referred_by_app, start};
+use super::flow::{InitiateRequest, append_flow_cookie, came_from, referred_by_app, start};
 use super::json::Json;
 use super::{RequestClient, pages};
 use crate::auth::Caller;
@@ -68,10 +68,7 @@ pub(super) async fn connect(
         Ok(started) => {
             let mut response = (StatusCode::SEE_OTHER, [(LOCATION, started.authorization_url.clone())]).into_response();
             if let Some(binding) = &started.browser_binding {
-                let cookie = flow_cookie(&state.config, &started.state, binding, started.lifetime_seconds);
-                if let Ok(value) = HeaderValue::from_str(&cookie) {
-                    response.headers_mut().append(SET_COOKIE, value);
-                }
+                append_flow_cookie(&mut response, &state.config, &started.state, binding, started.lifetime_seconds);
             }
             response
         }

@@ -63,9 +63,7 @@ fn forged_by_another_site(parts: &Parts, state: &AppState) -> bool {
     }
     if let Some(origin) = parts.headers.get(ORIGIN) {
         let Some(origin) = origin.to_str().ok().and_then(|origin| Url::parse(origin).ok()) else { return true };
-        let origin = origin.origin();
-        return origin != state.config.public_base_url.origin()
-            && !state.config.allowed_return_origins.contains(&origin);
+        return !state.config.is_app_origin(&origin.origin());
     }
     match parts.headers.get("sec-fetch-site").and_then(|value| value.to_str().ok()) {
         Some(site) => !matches!(site, "same-origin" | "none"),

@@ -109,10 +109,7 @@ pub(super) async fn initiate(
         Binding::Handoff
     };
     let started = start(&state, caller.user_id, request, binding).await?;
-    let set_cookie = started
-        .browser_binding
-        .as_deref()
-        .map(|value| flow_cookie(&state.config, &started.state, value, started.lifetime_seconds));
+    let (state_value, binding, lifetime) = (started.state.clone(), started.browser_binding, started.lifetime_seconds);
     let answer = InitiateResponse {
         authorization_url: started.authorization_url,
         state: started.state,
@@ -121,8 +118,8 @@ pub(super) async fn initiate(
         expires_at: started.expires_at,
     };
     let mut response = Json(answer).into_response();
-    if let Some(value) = set_cookie.and_then(|value| HeaderValue::from_str(&value).ok()) {
-        response.headers_mut().append(SET_COOKIE, value);
+    if let Some(binding) = &binding {
+        append_flow_cookie(&mut response, &state.config, &state_value, binding, lifetime);
     }
     Ok(response)
 }
@@ -188,14 +185,26 @@ pub(super) fn came_from(headers: &HeaderMap, config: &Config) -> CameFrom {
 
 /// Whether the `Referer` names this service's or the app's origin.
 pub(super) fn referred_by_app(headers: &HeaderMap, config: &Config) -> bool {
-    headers.get(REFERER).and_then(|value| value.to_str().ok()).and_then(|r| Url::parse(r).ok()).is_some_and(|url| {
-        let origin = url.origin();
-        origin == config.public_base_url.origin() || config.allowed_return_origins.contains(&origin)
-    })
+    let referer = headers.get(REFERER).and_then(|value| value.to_str().ok()).and_then(|r| Url::parse(r).ok());
+    referer.is_some_and(|url| config.is_app_origin(&url.origin()))
+}
+
+/// Adds flow `state_value`'s cookie (`value`, for `max_age` seconds; empty and 0 forget it) to
+/// `response`.
+pub(super) fn append_flow_cookie(
+    response: &mut Response,
+    config: &Config,
+    state_value: &str,
+    value: &str,
+    max_age: u64,
+) {
+    if let Ok(cookie) = HeaderValue::from_str(&flow_cookie(config, state_value, value, max_age)) {
+        response.headers_mut().append(SET_COOKIE, cookie);
+    }
 }
 
 /// The `Set-Cookie` value of flow `state_value`'s cookie.
-pub(super) fn flow_cookie(config: &Config, state_value: &str, value: &str, max_age: u64) -> String {
+fn flow_cookie(config: &Config, state_value: &str, value: &str, max_age: u64) -> String {
     let secure = if config.public_base_url.scheme() == "https" { "; Secure" } else { "" };
     format!(
         "{}={value}; Path={}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
@@ -227,9 +236,10 @@ pub(super) async fn handoff(
     };
     match flow::hand_off(&state.vault, &state_value, opener).await {
         Ok(handed_off) => {
-            let cookie =
-                flow_cookie(&state.config, &state_value, &handed_off.browser_binding, handed_off.lifetime_seconds);
-            (StatusCode::SEE_OTHER, [(LOCATION, handed_off.provider_url), (SET_COOKIE, cookie)]).into_response()
+            let mut response = (StatusCode::SEE_OTHER, [(LOCATION, handed_off.provider_url)]).into_response();
+            let (binding, lifetime) = (&handed_off.browser_binding, handed_off.lifetime_seconds);
+            append_flow_cookie(&mut response, &state.config, &state_value, binding, lifetime);
+            response
         }
         Err(error) => {
             tracing::info!(code = error.code(), "authorization link refused");
@@ -323,10 +333,7 @@ async fn finish(
     // Once the state is spent this browser's cookie for it is useless: forget it. A refusal that
     // left the state usable keeps the cookie, so the right callback can still finish the flow.
     if let Some(value) = query_state.filter(|_| state_spent) {
-        let expired = flow_cookie(&state.config, &value, "", 0);
-        if let Ok(value) = HeaderValue::from_str(&expired) {
-            response.headers_mut().append(SET_COOKIE, value);
-        }
+        append_flow_cookie(&mut response, &state.config, &value, "", 0);
     }
     response
 }
